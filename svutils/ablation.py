@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from svutils import metrics as metric_lib
 from svutils import stats
