@@ -1,10 +1,10 @@
 """Summarize experiment tables as compact pivots and generated Markdown findings.
 
 The notebooks call these functions so that every number in their text comes from the
-results. Each finding is worded only as strongly as its interval allows: an interval that
-excludes zero is called a decrease or an increase, one that includes zero is not, and a
+results. Each finding is worded only as strongly as its interval allows. An interval that
+excludes zero is called a decrease or an increase, and one that includes zero is not. A
 collapsed cell (the model predicts one class for almost every example) is reported as a
-collapse instead of as the importance of the removed band.
+collapse, not as the importance of the removed band.
 
 Accuracy changes are fractions in the tables (-0.021) and percentage points in the text
 (-2.1 points). Loss changes are differences of the mean cross-entropy in nats.
@@ -226,10 +226,10 @@ def baseline_table(table: pd.DataFrame, *, by: Sequence[str] = ("task", "seed", 
     """Return the unablated model's accuracy next to the majority-class rate, per group.
 
     Columns: the `by` columns that the table has, n_eval, accuracy, majority_rate,
-    accuracy_above_majority, loss, collapsed (the unablated model already predicts one
-    class), accuracy_halfwidth (normal-approximation half-width of an accuracy at n_eval)
-    and median_change_halfwidth (median bootstrap half-width of the accuracy changes of
-    the group's cells, the resolution of this grid). Only baseline rows are used.
+    accuracy_above_majority, loss and collapsed (the unablated model already predicts one
+    class). Two resolutions follow: accuracy_halfwidth is the normal-approximation
+    half-width of an accuracy at n_eval, and median_change_halfwidth the median bootstrap
+    half-width of the accuracy changes of the group's cells.
     """
     by = [column for column in by if column in table.columns]
     _require_columns(table, ["mode", "accuracy", "loss", "majority_rate", "n_eval", "collapsed"], "table")
@@ -385,8 +385,12 @@ def describe_band_effects(summary: pd.DataFrame, *, level: float = 0.95) -> str:
             continue
         text = f"- **{task}**: removing {band_name(bottom, bottom + 1)} from all matrices: {describe_effect(row, level=level)}."
         kind = verdict(row["change"], row["ci_low"], row["ci_high"], row["collapsed"])
-        key = "excludes zero" if kind in ("decrease", "increase") else "collapsed" if kind == "collapsed" else "includes zero"
-        by_verdict[key].append(str(task))
+        if kind in ("decrease", "increase"):
+            by_verdict["excludes zero"].append(str(task))
+        elif kind == "collapsed":
+            by_verdict["collapsed"].append(str(task))
+        else:
+            by_verdict["includes zero"].append(str(task))
         control = _row_dict(part[(part["mode"] == "random") & (part["band"] == bottom)])
         if control is not None:
             text += f" The random subspace of the same rank and singular values: {describe_effect(control, level=level)}."
@@ -548,8 +552,8 @@ def describe_why(
     """Write whether the damage follows the update share, and what reverting the update does.
 
     `grid_summary` is `summarize_cells(grid, ["task", "mode", "kind_label", "layer_label",
-    "band", "n_bands"])`; `correlations` maps "accuracy" and "loss" to (Pearson r, n) of
-    the change against the removed update share; `shares` is the why shares table.
+    "band", "n_bands"])`. `correlations` maps "accuracy" and "loss" to (Pearson r, n) of
+    the change against the removed update share. `shares` is the why shares table.
     """
     lines = []
     if shares is not None and not shares.empty:
@@ -568,7 +572,12 @@ def describe_why(
         if not math.isfinite(r):
             lines.append(f"The {metric} change has no defined correlation with the update share here (too few cells or a constant column).")
             continue
-        strength = "strong" if abs(r) >= 0.7 else "moderate" if abs(r) >= 0.4 else "weak"
+        if abs(r) >= 0.7:
+            strength = "strong"
+        elif abs(r) >= 0.4:
+            strength = "moderate"
+        else:
+            strength = "weak"
         lines.append(
             f"Across {n} band removals (collapsed cells excluded), the {metric} change has Pearson r = {r:.2f} "
             f"with the removed update share, a {strength} {'negative' if r < 0 else 'positive'} association."
@@ -611,6 +620,74 @@ def spectra_counts(fits: pd.DataFrame) -> pd.DataFrame:
     frame = fits.assign(counts=fits["n_above"].astype(int).astype(str) + " / " + fits["n_below"].astype(int).astype(str))
     frame = frame.drop_duplicates(["task", "state", "kind", "layer"])
     return frame.pivot(index=["task", "state", "kind"], columns="layer", values="counts")
+
+
+def spectrum_panel(
+    spectra: pd.DataFrame, fits: pd.DataFrame, *, task: str, seed: int, kind: str, layer: int
+) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Select one matrix's pretrained and fine-tuned spectra and its fitted MP edges.
+
+    Returns (rows with state, index, value > 0; edges for `charts.spectrum_chart`). The
+    edges are the fine-tuned fit's upper and lower edge; a lower edge of 0 (square
+    matrices) is left out because the chart's log scale cannot show it.
+    """
+    _require_columns(spectra, ["task", "seed", "state", "kind", "layer", "index", "value"], "spectra")
+    _require_columns(fits, ["task", "seed", "state", "kind", "layer", "lower_edge", "upper_edge"], "fits")
+    selected = (spectra["task"] == task) & (spectra["seed"] == seed) & (spectra["kind"] == kind) & (spectra["layer"] == layer)
+    frame = spectra[selected & (spectra["value"] > 0)][["state", "index", "value"]]
+    if frame.empty:
+        raise ValueError(
+            f"no spectrum for task {task!r}, seed {seed}, kind {kind!r}, layer {layer}; "
+            f"the table has tasks {sorted(spectra['task'].unique())}, kinds {sorted(spectra['kind'].unique())} "
+            f"and layers {sorted(spectra['layer'].unique())}"
+        )
+    fit_rows = fits[(fits["task"] == task) & (fits["seed"] == seed) & (fits["kind"] == kind) & (fits["layer"] == layer)]
+    edges: dict[str, float] = {}
+    fitted = fit_rows[fit_rows["state"] == "fine-tuned"]
+    if not fitted.empty:
+        upper, lower = float(fitted["upper_edge"].iloc[0]), float(fitted["lower_edge"].iloc[0])
+        if upper > 0:
+            edges["MP upper edge (fine-tuned)"] = upper
+        if lower > 0:
+            edges["MP lower edge (fine-tuned)"] = lower
+    return frame.reset_index(drop=True), edges
+
+
+def describe_spectra(fits: pd.DataFrame) -> str:
+    """Compare, per task, how many singular values lie outside the fitted MP bulk before
+    and after fine-tuning, averaged over matrices (and seeds)."""
+    _require_columns(fits, ["task", "state", "n_above", "n_below", "n_total"], "fits")
+    _require_rows(fits, "fits")
+    lines = []
+    for task, part in fits.groupby("task", sort=False):
+        means = part.groupby("state")[["n_above", "n_below", "n_total"]].mean()
+        pieces = [
+            f"{state} matrices have on average {means.loc[state, 'n_above']:.1f} of {means.loc[state, 'n_total']:.0f} "
+            f"singular values above the fitted Marchenko–Pastur upper edge and {means.loc[state, 'n_below']:.1f} below the lower edge"
+            for state in ("pretrained", "fine-tuned")
+            if state in means.index
+        ]
+        lines.append(f"- **{task}**: " + "; ".join(pieces) + ".")
+    return "\n".join(lines)
+
+
+def describe_rotation(rotation: pd.DataFrame) -> str:
+    """Describe the band rotation at the last epoch: the mean overlap of the top and the
+    bottom band's singular subspaces before and after fine-tuning (1 = unchanged), per task."""
+    _require_columns(rotation, ["task", "band", "overlap_mean"], "rotation")
+    _require_rows(rotation, "rotation")
+    if "epoch" in rotation:
+        rotation = rotation[rotation["epoch"] == rotation["epoch"].max()]
+    lines = []
+    for task, part in rotation.groupby("task", sort=False):
+        mean = part.groupby("band")["overlap_mean"].mean()
+        top, bottom = int(mean.index.min()), int(mean.index.max())
+        least = int(mean.idxmin())
+        lines.append(
+            f"- **{task}**: the top band's subspaces keep an overlap of {mean.loc[top]:.3f} and the bottom band's "
+            f"{mean.loc[bottom]:.3f}; band {least} rotates most ({mean.loc[least]:.3f})."
+        )
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------
