@@ -481,6 +481,12 @@ def describe_matrix_specific(summary: pd.DataFrame, *, level: float = 0.95) -> s
         collapsed = [matrices_name(label) for label in rows.loc[rows["collapsed"].astype(bool), "kind_label"]]
         if collapsed:
             text += " Collapsed to one class: " + ", ".join(collapsed) + "."
+        # The loss stays readable when the model collapses, so it is ranked over all matrices.
+        loss_row = rows.loc[rows["loss_change"].idxmax()]
+        text += (
+            f" The largest loss increase comes from {matrices_name(loss_row['kind_label'])}: "
+            f"{nats(loss_row['loss_change'])} nats [{nats(loss_row['loss_ci_low'])}, {nats(loss_row['loss_ci_high'])}]."
+        )
         lines.append(text)
     return "\n".join(lines)
 

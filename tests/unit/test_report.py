@@ -232,6 +232,7 @@ def test_describe_matrix_specific_ranks_non_collapsed():
     assert "largest accuracy drop comes from FFN" in text
     assert "(a decrease): FFN." in text
     assert "Collapsed to one class: Q." in text
+    assert "largest loss increase comes from Q: +0.200 nats" in text
 
 
 def test_describe_early_ffn_additivity():
