@@ -499,13 +499,6 @@ def run(plan: RunPlan) -> int:
     except Exception as error:  # the report is another module's code; keep the run going
         print(f"error: writing findings.md failed with {type(error).__name__}: {error}", file=sys.stderr)
         failed.append("findings")
-    bundle_writer = _optional_function("svutils.charts", "write_vega_bundle")
-    if bundle_writer is not None:
-        try:
-            bundle_writer(plan.root / "book" / "_static" / "vega-bundle.js")
-        except Exception as error:  # another module's code; the book can still build
-            print(f"error: writing the Vega bundle failed with {type(error).__name__}: {error}", file=sys.stderr)
-            failed.append("vega bundle")
 
     if plan.build and not build_book(plan.root):
         failed.append("book build")

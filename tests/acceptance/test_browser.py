@@ -55,14 +55,6 @@ def _require_browser() -> None:
     pytest.skip(reason)
 
 
-# TODO: remove this fixture once tests/acceptance/conftest.py provides `built_book` for
-# the real book, because a fixture defined here would shadow that one.
-@pytest.fixture(scope="module")
-def built_book(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Build the sample book and return its `_build/html` folder."""
-    return browser.build_sample_book(REPO_ROOT, tmp_path_factory.mktemp("sample_book"))
-
-
 @pytest.fixture(scope="module")
 def screenshot_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     configured = os.environ.get("SVUTILS_SCREENSHOT_DIR")
