@@ -199,8 +199,8 @@ def summarize_cells(table: pd.DataFrame, by: Sequence[str], *, level: float = 0.
 def effect_pivot(summary: pd.DataFrame, *, index: str | Sequence[str], columns: str | Sequence[str], value: str = "change") -> pd.DataFrame:
     """Pivot effects into text cells "−2.1 [−3.0, −1.2]" (accuracy in points, loss in nats).
 
-    `summary` comes from `summarize_cells`. A collapsed cell gets the suffix " collapsed";
-    an interval that excludes zero gets " *". Works for value "change" or "loss_change".
+    `summary` comes from `summarize_cells`. A collapsed cell gets the suffix " collapsed",
+    and an interval that excludes zero gets " *". `value` is "change" or "loss_change".
     """
     if value not in ("change", "loss_change"):
         raise ValueError(f"value must be 'change' or 'loss_change', got {value!r}")
@@ -311,15 +311,26 @@ def _interval_words(row: Mapping, level: float) -> str:
     return f"{level:.0%} bootstrap interval"
 
 
-def describe_effect(row: Mapping, *, level: float = 0.95) -> str:
+def describe_effect(row: Mapping, *, level: float = 0.95, compact: bool = False) -> str:
     """Describe one summarized effect (a row of `summarize_cells`) as a clause.
 
     Accuracy comes first with its interval, then the loss change with its interval. A
     collapsed cell is described as a collapse, not as a measure of the band's importance.
+    `compact=True` gives the short form of the findings page, e.g. "accuracy −2.1 points
+    [−3.0, −1.2], excludes zero; loss +0.031 nats [+0.010, +0.052]".
     """
     change, low, high = row["change"], row["ci_low"], row["ci_high"]
-    loss = f"the loss changes by {nats(row['loss_change'])} nats [{nats(row['loss_ci_low'])}, {nats(row['loss_ci_high'])}]"
+    loss_interval = f"[{nats(row['loss_ci_low'])}, {nats(row['loss_ci_high'])}]"
+    loss = f"the loss changes by {nats(row['loss_change'])} nats {loss_interval}"
     kind = verdict(change, low, high, row["collapsed"])
+    if compact:
+        compact_loss = f"loss {nats(row['loss_change'])} nats {loss_interval}"
+        if kind == "collapsed":
+            return f"collapsed to one class, so accuracy is not read; {compact_loss}"
+        accuracy = f"accuracy {points(change)} points [{points(low)}, {points(high)}]"
+        if kind in ("decrease", "increase"):
+            return f"{accuracy}, excludes zero; {compact_loss}"
+        return f"{accuracy}, includes zero; {compact_loss}"
     interval = f"{_interval_words(row, level)} {points(low)} to {points(high)}"
     if kind == "collapsed":
         share = row.get("majority_share")
@@ -412,7 +423,7 @@ def describe_band_effects(summary: pd.DataFrame, *, level: float = 0.95) -> str:
     return "\n".join(lines)
 
 
-def describe_training_duration(summary: pd.DataFrame, *, level: float = 0.95) -> str:
+def describe_training_duration(summary: pd.DataFrame, *, level: float = 0.95, compact: bool = False) -> str:
     """Write whether the smallest band's effect shrinks from the first to the last epoch.
 
     `summary` is `summarize_cells(table, ["task", "mode", "epoch", "band", "n_bands"])`.
@@ -427,7 +438,9 @@ def describe_training_duration(summary: pd.DataFrame, *, level: float = 0.95) ->
         rows = part[(part["mode"] == "remove") & (part["band"] == bottom)].sort_values("epoch")
         if rows.empty:
             continue
-        per_epoch = "; ".join(f"epoch {int(row['epoch'])}: {describe_effect(row, level=level)}" for _, row in rows.iterrows())
+        per_epoch = "; ".join(
+            f"epoch {int(row['epoch'])}: {describe_effect(row, level=level, compact=compact)}" for _, row in rows.iterrows()
+        )
         text = f"- **{task}**, {band_name(bottom, bottom + 1)}: {per_epoch}."
         first, last = rows.iloc[0], rows.iloc[-1]
         if len(rows) < 2:
@@ -495,7 +508,7 @@ def describe_early_ffn(summary: pd.DataFrame, additivity: pd.DataFrame | None = 
     """Write the FFN-versus-attention findings per layer group and the additivity check.
 
     `summary` is `summarize_cells(table, ["task", "mode", "kind_label", "layer_label",
-    "band", "n_bands"])`; `additivity` is the second table of `experiments.early_ffn`.
+    "band", "n_bands"])`, and `additivity` is the second table of `experiments.early_ffn`.
     """
     _require_columns(summary, ["task", "mode", "kind_label", "layer_label", "band", *EFFECT_COLUMNS, "collapsed"], "summary")
     _require_rows(summary, "summary")
@@ -578,16 +591,17 @@ def describe_why(
         if not math.isfinite(r):
             lines.append(f"The {metric} change has no defined correlation with the update share here (too few cells or a constant column).")
             continue
-        if abs(r) >= 0.7:
-            strength = "strong"
-        elif abs(r) >= 0.4:
-            strength = "moderate"
+        low, high = correlation_interval(r, n, level=level)
+        r_text, low_text, high_text = (f"{value:.2f}".replace("-", "−") for value in (r, low, high))
+        which = " non-collapsed" if metric == "accuracy" else ""
+        text = f"Across {n}{which} band removals, the {metric} change has Pearson r = {r_text} with the removed update share"
+        if not math.isfinite(low):
+            lines.append(text + ", from too few cells for an interval.")
+        elif low > 0 or high < 0:
+            direction = "negative" if r < 0 else "positive"
+            lines.append(text + f" ({level:.0%} interval {low_text} to {high_text}, excludes zero): a {direction} association.")
         else:
-            strength = "weak"
-        lines.append(
-            f"Across {n} band removals (collapsed cells excluded), the {metric} change has Pearson r = {r:.2f} "
-            f"with the removed update share, a {strength} {'negative' if r < 0 else 'positive'} association."
-        )
+            lines.append(text + f", but its {level:.0%} interval {low_text} to {high_text} includes zero, so this run shows no association.")
     pairs = revert_comparison(grid_summary)
     readable = pairs[~pairs["collapsed_remove"].astype(bool) & ~pairs["collapsed_revert"].astype(bool)]
     if not readable.empty:
@@ -606,8 +620,27 @@ def describe_why(
         lines.append(text)
     n_collapsed = int(pairs["collapsed_remove"].astype(bool).sum() + pairs["collapsed_revert"].astype(bool).sum())
     if n_collapsed:
-        lines.append(f"{n_collapsed} cells collapsed the model to one class and are left out of these averages.")
+        lines.append(f"{n_collapsed} cells collapsed the model to one class and are left out of the accuracy averages.")
+    lines.append(
+        f"The loss, readable in all {len(pairs)} cell pairs, changes by {nats(pairs['loss_change_remove'].mean())} nats on "
+        f"average under full band removal and by {nats(pairs['loss_change_revert'].mean())} nats when only the band's update is reverted."
+    )
     return "\n\n".join(lines)
+
+
+def correlation_interval(r: float, n: int, *, level: float = 0.95) -> tuple[float, float]:
+    """Return the Fisher-z interval of a Pearson correlation r from n pairs, or NaNs for n <= 3.
+
+    tanh(atanh(r) ± z / √(n − 3)), which assumes roughly bivariate-normal pairs.
+    """
+    if n <= 3 or not math.isfinite(r):
+        return float("nan"), float("nan")
+    from scipy.stats import norm
+
+    z = norm.ppf((1.0 + level) / 2.0)
+    centre = math.atanh(min(max(r, -0.999999), 0.999999))
+    spread = z / math.sqrt(n - 3)
+    return math.tanh(centre - spread), math.tanh(centre + spread)
 
 
 def correlation_or_nan(frame: pd.DataFrame, x: str, y: str) -> tuple[float, int]:
@@ -633,9 +666,9 @@ def spectrum_panel(
 ) -> tuple[pd.DataFrame, dict[str, float]]:
     """Select one matrix's pretrained and fine-tuned spectra and its fitted MP edges.
 
-    Returns (rows with state, index, value > 0; edges for `charts.spectrum_chart`). The
-    edges are the fine-tuned fit's upper and lower edge; a lower edge of 0 (square
-    matrices) is left out because the chart's log scale cannot show it.
+    Returns the rows (state, index, value > 0) and the edges for `charts.spectrum_chart`.
+    The edges are the fine-tuned fit's upper and lower edge. A lower edge of 0 (square
+    matrices) is left out, because the chart's log scale cannot show it.
     """
     _require_columns(spectra, ["task", "seed", "state", "kind", "layer", "index", "value"], "spectra")
     _require_columns(fits, ["task", "seed", "state", "kind", "layer", "lower_edge", "upper_edge"], "fits")
@@ -708,7 +741,7 @@ def _read_table(folder: Path, name: str) -> pd.DataFrame | None:
 def _headline(summary: pd.DataFrame, level: float) -> list[str]:
     bottom = _bottom_band(summary)
     rows = summary[(summary["band"] == bottom)]
-    return [f"- {row['task']}: {describe_effect(row, level=level)}." for _, row in rows.iterrows()]
+    return [f"- {row['task']}: {describe_effect(row, level=level, compact=True)}." for _, row in rows.iterrows()]
 
 
 def findings_markdown(output_root: Path, *, level: float = 0.95) -> str:
@@ -746,7 +779,7 @@ def findings_markdown(output_root: Path, *, level: float = 0.95) -> str:
             parts.extend(_headline(summary, level))
         elif notebook == "training_duration":
             summary = summarize_cells(table, ["task", "mode", "epoch", "band", "n_bands"], level=level)
-            parts.append(describe_training_duration(summary, level=level))
+            parts.append(describe_training_duration(summary, level=level, compact=True))
         elif notebook == "matrix_specific":
             summary = summarize_cells(table, ["task", "kind_label", "band", "n_bands"], level=level)
             parts.append(describe_matrix_specific(summary, level=level))
@@ -755,7 +788,10 @@ def findings_markdown(output_root: Path, *, level: float = 0.95) -> str:
             bottom = _bottom_band(summary)
             rows = summary[(summary["band"] == bottom) & (summary["kind_label"] == "FFN")]
             parts.append("Smallest band removed from the FFN matrices of each layer group:")
-            parts.extend(f"- {row['task']}, {row['layer_label']} layers: {describe_effect(row, level=level)}." for _, row in rows.iterrows())
+            parts.extend(
+                f"- {row['task']}, {row['layer_label']} layers: {describe_effect(row, level=level, compact=True)}."
+                for _, row in rows.iterrows()
+            )
         else:
             removed = table[table["mode"] == "remove"]
             usable = removed[~removed["collapsed"].fillna(False).astype(bool)]
@@ -774,6 +810,10 @@ def findings_markdown(output_root: Path, *, level: float = 0.95) -> str:
                     f"Mean accuracy change over {len(readable)} cells: {points(readable['change_remove'].mean())} points for "
                     f"full band removal, {points(readable['change_revert'].mean())} points for reverting only the band's update."
                 )
+            parts.append(
+                f"Mean loss change over all {len(pairs)} cells: {nats(pairs['loss_change_remove'].mean())} nats for full band "
+                f"removal, {nats(pairs['loss_change_revert'].mean())} nats for reverting only the band's update."
+            )
         if n_collapsed:
             parts.append(f"\n{n_collapsed} cells of this experiment collapsed the model to one class; their accuracy changes are not read as band importance.")
         parts.append("")

@@ -192,6 +192,13 @@ def test_describe_effect_collapse_not_importance(grid):
     assert "falls" not in text
 
 
+def test_describe_effect_compact_collapsed(grid):
+    summary = report.summarize_cells(grid, ["task", "mode", "band", "n_bands"])
+    row = summary[(summary["task"] == "rte") & (summary["band"] == 0)].iloc[0]
+    text = report.describe_effect(row.to_dict(), compact=True)
+    assert text.startswith("collapsed to one class, so accuracy is not read; loss +0.100 nats")
+
+
 def test_describe_band_effects_splits_tasks(grid):
     summary = report.summarize_cells(grid, ["task", "mode", "band", "n_bands"])
     text = report.describe_band_effects(summary)
@@ -280,8 +287,22 @@ def test_describe_why_reports_share_and_revert():
     text = report.describe_why(summary, correlations=correlations, shares=shares)
     assert "‖U_bᵀ ΔW V_b‖²_F / ‖ΔW‖²_F" in text
     assert "bottom band 10.0%" in text
-    assert "strong negative association" in text
+    assert "Across 3 non-collapsed band removals, the accuracy change has Pearson r = −0.99" in text
+    assert "from too few cells for an interval" in text
+    assert "loss, readable in all 3 cell pairs" in text
     assert "reproduces 50% of the summed removal damage" in text
+
+
+def test_correlation_interval_excludes_zero():
+    low, high = report.correlation_interval(0.9, 30)
+    assert 0.79 < low < 0.81
+    assert 0.94 < high < 0.96
+
+
+def test_correlation_interval_too_few_pairs():
+    low, high = report.correlation_interval(0.9, 3)
+    assert math.isnan(low)
+    assert math.isnan(high)
 
 
 def test_correlation_or_nan_constant_column():
@@ -322,7 +343,7 @@ def test_write_findings_reads_saved_tables(tmp_path, grid):
     grid.to_csv(folder / "results.csv", index=False)
     text = report.write_findings(tmp_path / "results", tmp_path / "findings.md").read_text()
     assert "- **qnli**: 400 evaluation examples" in text
-    assert "- qnli: accuracy falls by 3.0 points" in text
+    assert "- qnli: accuracy −3.0 points [−5.0, −1.0], excludes zero; loss +0.030 nats" in text
     assert "1 cells of this experiment collapsed" in text
     assert "The matrix_specific notebook has not been run" in text
 
