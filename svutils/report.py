@@ -561,6 +561,31 @@ def revert_comparison(summary: pd.DataFrame) -> pd.DataFrame:
     return remove.merge(revert, on=keys, suffixes=("_remove", "_revert"))
 
 
+def correlation_text(correlations: Mapping[str, tuple[float, int]], *, level: float = 0.95) -> str:
+    """Describe each metric's Pearson r with the update share and its Fisher-z interval.
+
+    `correlations` maps "accuracy" (non-collapsed cells) and "loss" (all cells) to (r, n).
+    An association is stated only when the interval excludes zero.
+    """
+    lines = []
+    for metric, (r, n) in correlations.items():
+        if not math.isfinite(r):
+            lines.append(f"The {metric} change has no defined correlation with the update share here (too few cells or a constant column).")
+            continue
+        low, high = correlation_interval(r, n, level=level)
+        r_text, low_text, high_text = (f"{value:.2f}".replace("-", "−") for value in (r, low, high))
+        which = " non-collapsed" if metric == "accuracy" else ""
+        text = f"Across {n}{which} band removals, the {metric} change has Pearson r = {r_text} with the removed update share"
+        if not math.isfinite(low):
+            lines.append(text + ", from too few cells for an interval.")
+        elif low > 0 or high < 0:
+            direction = "negative" if r < 0 else "positive"
+            lines.append(text + f" ({level:.0%} interval {low_text} to {high_text}, excludes zero): a {direction} association.")
+        else:
+            lines.append(text + f", but its {level:.0%} interval {low_text} to {high_text} includes zero, so this run shows no association.")
+    return "\n\n".join(lines)
+
+
 def describe_why(
     grid_summary: pd.DataFrame,
     *,
@@ -587,21 +612,8 @@ def describe_why(
             f"‖ΔW V_b‖²_F / ‖ΔW‖²_F of the bottom band are {mean.loc[bottom, 'share_left']:.1%} and "
             f"{mean.loc[bottom, 'share_right']:.1%}; they count update energy that touches the band on one side only."
         )
-    for metric, (r, n) in correlations.items():
-        if not math.isfinite(r):
-            lines.append(f"The {metric} change has no defined correlation with the update share here (too few cells or a constant column).")
-            continue
-        low, high = correlation_interval(r, n, level=level)
-        r_text, low_text, high_text = (f"{value:.2f}".replace("-", "−") for value in (r, low, high))
-        which = " non-collapsed" if metric == "accuracy" else ""
-        text = f"Across {n}{which} band removals, the {metric} change has Pearson r = {r_text} with the removed update share"
-        if not math.isfinite(low):
-            lines.append(text + ", from too few cells for an interval.")
-        elif low > 0 or high < 0:
-            direction = "negative" if r < 0 else "positive"
-            lines.append(text + f" ({level:.0%} interval {low_text} to {high_text}, excludes zero): a {direction} association.")
-        else:
-            lines.append(text + f", but its {level:.0%} interval {low_text} to {high_text} includes zero, so this run shows no association.")
+    if correlations:
+        lines.append(correlation_text(correlations, level=level))
     pairs = revert_comparison(grid_summary)
     readable = pairs[~pairs["collapsed_remove"].astype(bool) & ~pairs["collapsed_revert"].astype(bool)]
     if not readable.empty:
@@ -796,12 +808,11 @@ def findings_markdown(output_root: Path, *, level: float = 0.95) -> str:
             removed = table[table["mode"] == "remove"]
             usable = removed[~removed["collapsed"].fillna(False).astype(bool)]
             if "update_share" in usable:
-                r, n = correlation_or_nan(usable, "update_share", "change")
-                parts.append(
-                    f"Accuracy change against the removed update share: Pearson r = {r:.2f} over {n} non-collapsed cells."
-                    if math.isfinite(r)
-                    else f"The correlation of accuracy change and update share is undefined over {n} cells."
-                )
+                correlations = {
+                    "accuracy": correlation_or_nan(usable, "update_share", "change"),
+                    "loss": correlation_or_nan(removed, "update_share", "loss_change"),
+                }
+                parts.append(correlation_text(correlations, level=level))
             summary = summarize_cells(table, ["task", "mode", "kind_label", "layer_label", "band", "n_bands"], level=level)
             pairs = revert_comparison(summary)
             readable = pairs[~pairs["collapsed_remove"].astype(bool) & ~pairs["collapsed_revert"].astype(bool)]

@@ -305,6 +305,14 @@ def test_correlation_interval_too_few_pairs():
     assert math.isnan(high)
 
 
+def test_correlation_text_states_direction():
+    text = report.correlation_text({"accuracy": (-0.9, 30), "loss": (0.1, 30)})
+    assert "Pearson r = −0.90" in text
+    assert "excludes zero): a negative association" in text
+    assert "loss change has Pearson r = 0.10" in text
+    assert "includes zero, so this run shows no association" in text
+
+
 def test_correlation_or_nan_constant_column():
     frame = pd.DataFrame({"x": [0.1, 0.2, 0.3], "y": [0.0, 0.0, 0.0]})
     r, n = report.correlation_or_nan(frame, "x", "y")
