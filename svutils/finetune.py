@@ -411,14 +411,17 @@ def _curve_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return frame[[column for column in order if column in frame.columns]]
 
 
-def _read_finished_run(root: Path) -> FinetuneRun | None:
-    """Return the finished run in `root`, or None if it is missing or incomplete."""
+def _read_finished_run(root: Path, config: FinetuneConfig) -> FinetuneRun | None:
+    """Return the finished run in `root`, or None if it is missing or incomplete.
+
+    The run gets the caller's `config`, which has the same fingerprint as the stored one
+    but may name another `data_dir` with the same content.
+    """
     run_file = root / RUN_FILE
     if not run_file.is_file():
         return None
     try:
         record = json.loads(run_file.read_text(encoding="utf-8"))
-        config = FinetuneConfig.from_dict(record["config"])
         checkpoints = {int(epoch): root / name for epoch, name in record["checkpoints"].items()}
         curve = _curve_frame(record["curve"])
         metadata = record["metadata"]
@@ -454,11 +457,12 @@ def finetune(
 
     `cache_dir` defaults to `default_cache_dir()`. The run folder is
     `<cache_dir>/checkpoints/<config.fingerprint()>`. A finished run is returned without
-    training. An interrupted run resumes from its last finished epoch. Tokenized data is
-    cached under `<cache_dir>/tokenized`.
+    training. An interrupted run resumes from its last finished epoch. A second process
+    that asks for the same run waits for the first one and then loads its result.
+    Tokenized data is cached under `<cache_dir>/tokenized`.
 
     Training uses AdamW, a linear warm-up and decay of the learning rate, dynamic padding
-    and cross-entropy loss on CPU or whatever device the model is on (CPU here). It is
+    and cross-entropy loss, on the CPU (the model is not moved to a GPU). It is
     deterministic for a given configuration, torch build and thread count.
     """
     if not isinstance(config, FinetuneConfig):
@@ -466,7 +470,7 @@ def finetune(
     cache_root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     root = cache_root / "checkpoints" / config.fingerprint()
     with _exclusive_lock(root):
-        finished = _read_finished_run(root)
+        finished = _read_finished_run(root, config)
         if finished is not None:
             shutil.rmtree(root / RESUME_FOLDER, ignore_errors=True)
             return finished
