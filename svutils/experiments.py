@@ -268,6 +268,7 @@ def update_tables(
     n_bands: int,
     convention: str,
     svd_cache: SVDCache | None = None,
+    pretrained_cache: SVDCache | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Return (update share per band, band rotation) for every matrix.
 
@@ -279,7 +280,7 @@ def update_tables(
     cache = svd_cache or SVDCache()
     before = {ref.path: ref for ref in weight_matrices(pretrained)}
     share_rows, rotation_rows = [], []
-    pre_cache = SVDCache()
+    pre_cache = pretrained_cache if pretrained_cache is not None else SVDCache()
     for ref in weight_matrices(finetuned):
         svd = cache.get(ref)
         pre_ref = before[ref.path]
@@ -338,14 +339,18 @@ def why(config: ExperimentConfig, *, progress: bool = True) -> WhyResult:
         for seed in config.seeds:
             run = finetuned_run(config, task, seed, progress=progress)
             pretrained, _ = run.load_pretrained()
-            values, fits = spectra_table(pretrained, state="pretrained")
+            pretrained_cache = SVDCache()
+            values, fits = spectra_table(pretrained, state="pretrained", svd_cache=pretrained_cache)
             spectra_parts.append(values.assign(task=task, seed=seed))
             fit_parts.append(fits.assign(task=task, seed=seed))
             epochs = [epoch for epoch in task_config.checkpoint_epochs if epoch > 0]
             for epoch in tqdm(epochs, desc=f"{task} update shares", disable=not progress, leave=False):
                 model, tokenizer = run.load(epoch)
                 cache = SVDCache()
-                shares, rotation = update_tables(pretrained, model, n_bands=config.n_bands, convention=config.band_convention, svd_cache=cache)
+                shares, rotation = update_tables(
+                    pretrained, model, n_bands=config.n_bands, convention=config.band_convention,
+                    svd_cache=cache, pretrained_cache=pretrained_cache,
+                )
                 share_parts.append(shares.assign(task=task, seed=seed, epoch=epoch))
                 rotation_parts.append(rotation.assign(task=task, seed=seed, epoch=epoch))
                 if epoch != epochs[-1]:
