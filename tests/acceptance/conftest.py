@@ -36,7 +36,9 @@ def smoke_run(tmp_path_factory):
     _copy_project(root)
     cache = tmp_path_factory.mktemp("cache")
     output = root / "results" / "smoke"
-    environment = dict(os.environ, SVUTILS_CACHE_DIR=str(cache), PYTHONPATH=str(root))
+    # One thread per kernel: the tiny smoke model gains nothing from more, and SVDs of small
+    # matrices slow down badly when OpenMP threads compete with other processes.
+    environment = dict(os.environ, SVUTILS_CACHE_DIR=str(cache), PYTHONPATH=str(root), OMP_NUM_THREADS="1")
     completed = subprocess.run(
         [sys.executable, "-m", "svutils", "run", "--profile", "smoke", "--root", str(root), "-p", "output_dir", str(output)],
         cwd=root,

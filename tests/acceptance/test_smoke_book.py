@@ -56,7 +56,7 @@ def test_rerun_computes_nothing_new(smoke_run):
     root = smoke_run["root"]
     cache = smoke_run["cache"]
     before = _cache_files(cache)
-    environment = dict(os.environ, SVUTILS_CACHE_DIR=str(cache), PYTHONPATH=str(root))
+    environment = dict(os.environ, SVUTILS_CACHE_DIR=str(cache), PYTHONPATH=str(root), OMP_NUM_THREADS="1")
     completed = subprocess.run(
         [sys.executable, "-m", "svutils", "run", "--profile", "smoke", "--root", str(root), "--no-build",
          "--only", "task_complexity", "early_ffn", "-p", "output_dir", str(smoke_run["output"])],
