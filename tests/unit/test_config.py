@@ -334,7 +334,7 @@ def test_finetune_config_fields(tmp_path):
     assert built.seed == 3
     assert built.max_length == 64
     assert built.n_train == 64
-    assert list(built.checkpoint_epochs) == [1, 2]
+    assert list(built.checkpoint_epochs) == [1, 2, 3]
     assert Path(built.data_dir) == tmp_path / "synthetic-data"
 
 
@@ -371,7 +371,7 @@ def test_smoke_profile_values():
     assert config.tasks == ["rte", "imdb"]
     assert config.data_dir == "synthetic"
     assert (config.n_train, config.n_eval, config.max_length) == (64, 48, 32)
-    assert (config.epochs, config.checkpoint_epochs) == (2, [1, 2])
+    assert (config.epochs, config.checkpoint_epochs) == (3, [1, 2, 3])
     assert config.learning_rate == 1e-3
     assert (config.batch_size, config.eval_batch_size) == (16, 32)
     assert (config.n_bands, config.controls, config.n_bootstrap) == (4, True, 200)
@@ -380,17 +380,19 @@ def test_smoke_profile_values():
 def test_quick_profile_values():
     config = load_profile("quick")
     assert config.model == "minilm"
-    assert config.tasks == ["rte", "qnli", "imdb", "mnli", "qqp"]
-    assert (config.n_train, config.n_eval, config.max_length) == (1500, 1000, 128)
+    assert config.tasks == ["imdb", "rte", "qnli", "mnli", "qqp"]
+    assert (config.n_train, config.n_eval, config.max_length) == (1000, 600, 128)
     assert config.for_task("rte").n_eval is None
-    assert config.learning_rate == 5e-5
+    assert (config.for_task("imdb").n_train, config.for_task("imdb").n_eval) == (600, 400)
+    assert (config.learning_rate, config.batch_size) == (1e-4, 16)
     assert (config.warmup_ratio, config.weight_decay) == (0.1, 0.01)
     assert (config.n_bands, config.band_convention, config.n_bootstrap) == (10, "balanced", 1000)
 
 
 def test_quick_profile_notebook_tasks():
-    for notebook in ("training_duration", "matrix_specific", "early_ffn", "why"):
+    for notebook in ("training_duration", "matrix_specific", "why"):
         assert load_profile("quick", notebook=notebook).tasks == ["rte", "qnli"]
+    assert load_profile("quick", notebook="early_ffn").tasks == ["qnli"]
     assert len(load_profile("quick", notebook="task_complexity").tasks) == 5
 
 
@@ -443,7 +445,7 @@ def test_unknown_override_field():
 def test_override_none_keeps_profile_value():
     config = load_profile("quick", n_bands=None, tasks=None, n_train=None)
     assert config.n_bands == 10
-    assert config.n_train == 1500
+    assert config.n_train == 1000
 
 
 def test_override_clear_sets_none():
