@@ -430,7 +430,8 @@ def format_report(summary: dict) -> str:
         ("speed-up in CPU time", f"{speed['speedup_cpu']:.2f}x (svutils {speed['svutils_cpu_seconds']:.1f} CPU s, "
                                  f"naive estimated {speed['naive_cpu_seconds_estimated']:.1f} CPU s)"),
         ("naive time by step", ", ".join(f"{name} {value:.1f} s" for name, value in speed["naive_breakdown"].items())),
-        ("rounds", f"{summary['rounds']} (each repeats svutils's baseline pass)"),
+        ("rounds", f"{summary['rounds']} (each repeats svutils's baseline pass); svutils batch size "
+                   f"{summary['svutils_batch_size']}, naive batch size {NAIVE_BATCH_SIZE}"),
         ("svutils time by step", ", ".join(f"{name} {value:.1f} s" for name, value in speed["svutils_breakdown"].items())),
         ("matmul throughput", f"{bound['matmul_gflops']:.1f} GFLOP/s, the fastest of the rounds' "
                               f"{', '.join(f'{value:.1f}' for value in bound['matmul_gflops_per_round'])} "
@@ -484,6 +485,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="alternate the two implementations in this many rounds, so a change in machine "
                              "load affects both alike; each round repeats svutils's baseline pass "
                              "(default: %(default)s)")
+    parser.add_argument("--svutils-batch-size", type=int, default=64,
+                        help="run_grid's batch size; the naive loop always uses 64 (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads value (default: torch's)")
     parser.add_argument("--matmul-size", type=int, default=2048, help="side of the square matmul timed for throughput")
     parser.add_argument("--json", type=Path, default=None, help="write the JSON summary to this path")
@@ -491,7 +494,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def _validate(args: argparse.Namespace) -> None:
-    for name in ("n_train", "epochs", "cells", "naive_cells", "rounds", "threads", "n_eval"):
+    for name in ("n_train", "epochs", "cells", "naive_cells", "rounds", "svutils_batch_size", "threads", "n_eval"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be at least 1, got {value}")
@@ -546,13 +549,15 @@ def run_interleaved(
     *,
     rounds: int,
     matmul_size: int,
+    batch_size: int = 64,
 ) -> Measurements:
     """Time both implementations in alternating rounds, so both see the same machine load.
 
     The svutils cells are split into `rounds` consecutive chunks. Each round measures the
     matmul throughput, runs `run_grid` on one chunk (with an SVD cache shared by all
     rounds), then the naive loop on the sampled cells of that chunk. Every round repeats
-    `run_grid`'s baseline pass, and that time counts against svutils.
+    `run_grid`'s baseline pass, and that time counts against svutils. `batch_size` is
+    `run_grid`'s, and the naive loop always uses batches of 64.
     """
     sample_keys = {cell.key() for cell in naive_sample}
     chunks = [
@@ -572,7 +577,15 @@ def run_interleaved(
 
         tic, cpu_start = time.perf_counter(), time.process_time()
         result = run_grid(
-            model, eval_set, chunk, task="rte", store=None, svd_cache=svd_cache, reuse_hidden_states=True, progress=True
+            model,
+            eval_set,
+            chunk,
+            task="rte",
+            store=None,
+            svd_cache=svd_cache,
+            batch_size=batch_size,
+            reuse_hidden_states=True,
+            progress=True,
         )
         svutils_seconds += time.perf_counter() - tic
         svutils_cpu_seconds += time.process_time() - cpu_start
@@ -637,6 +650,7 @@ def summarize(
         "max_length": args.max_length,
         "n_grid_cells": len(all_cells),
         "rounds": len(measured.throughputs),
+        "svutils_batch_size": args.svutils_batch_size,
         "speed": {
             "svutils_cells": len(svutils_cells),
             "svutils_seconds": svutils_seconds,
@@ -703,7 +717,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     svd_timing = svd_seconds(model)
     rounds = min(args.rounds, len(svutils_cells))
     measured = run_interleaved(
-        model, eval_set, svutils_cells, naive_sample, rounds=rounds, matmul_size=args.matmul_size
+        model,
+        eval_set,
+        svutils_cells,
+        naive_sample,
+        rounds=rounds,
+        matmul_size=args.matmul_size,
+        batch_size=args.svutils_batch_size,
     )
     summary = summarize(
         args, model, eval_set, checkpoint, all_cells, svutils_cells, naive_sample, measured, svd_timing

@@ -316,8 +316,9 @@ def run_grid(
     store: ResultsStore | str | Path | None = None,
     svd_cache: SVDCache | None = None,
     reference: Mapping[str, torch.Tensor] | None = None,
-    batch_size: int = 64,
+    batch_size: int = 32,
     reuse_hidden_states: bool = True,
+    cls_only: bool = True,
     n_bootstrap: int = 1000,
     ci_level: float = 0.95,
     bootstrap_seed: int = 0,
@@ -334,6 +335,10 @@ def run_grid(
         task: task name or `svutils.tasks.TaskSpec` (gives num_labels and the metrics).
         store: results store (or its folder); finished cells are saved at once and reused.
         reference: module path → pretrained weight, for mode "revert_update".
+        reuse_hidden_states: replay the recorded input of each cell's first edited layer.
+        cls_only: compute the last layer for the [CLS] position alone (see `svutils.evaluate`).
+            Its logits differ from a full pass by float32 rounding only, so it is part of
+            the results-store key and stored cells of the two paths never mix.
 
     Columns: task, model, checkpoint, mode, kinds, kind_label, layers, layer_label, band,
     n_bands, band_convention, n_removed, energy_fraction (Σ removed s² / Σ s² over the
@@ -355,11 +360,12 @@ def run_grid(
         raise ValueError("the evaluation set is empty; choose n_eval >= 1")
     unique_cells = list({cell.key(): cell for cell in cells if not cell.is_baseline}.values())
     model_key = model_fingerprint(model)
-    eval_key = array_fingerprint(labels, [batch["input_ids"].numpy() for batch in batches])
+    evaluator = Evaluator(model, batches, cls_only=cls_only)
+    path_tag = np.array([1 if evaluator.cls_only else 0], dtype=np.int64)
+    eval_key = array_fingerprint(labels, [batch["input_ids"].numpy() for batch in batches], path_tag)
     if store is not None:
         store.clean(model_key, eval_key)
 
-    evaluator = Evaluator(model, batches)
     payloads: dict[str, dict] = {}
     n_loaded = 0
 

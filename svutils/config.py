@@ -517,7 +517,7 @@ class ExperimentConfig:
     )
     learning_rate: float = _option(5e-5, help="Peak learning rate of AdamW.")
     batch_size: int = _option(32, help="Training batch size.")
-    eval_batch_size: int = _option(64, help="Evaluation batch size (affects speed only).")
+    eval_batch_size: int = _option(32, help="Evaluation batch size (affects speed only).")
     warmup_ratio: float = _option(0.0, help="Fraction of training steps with linear warmup.")
     weight_decay: float = _option(0.0, help="AdamW weight decay.")
     n_bands: int = _option(10, help="Number of singular-value bands per matrix (10 = deciles).")
@@ -742,7 +742,7 @@ FIELD_SPECS: dict[str, FieldSpec] = {
     "checkpoint_epochs": FieldSpec("ints", "1,2,3", low=0),
     "learning_rate": FieldSpec("float", "5e-5", low=0, low_exclusive=True),
     "batch_size": FieldSpec("int", "32", low=1),
-    "eval_batch_size": FieldSpec("int", "64", low=1),
+    "eval_batch_size": FieldSpec("int", "32", low=1),
     "warmup_ratio": FieldSpec("float", "0.1", low=0, high=1, high_exclusive=True),
     "weight_decay": FieldSpec("float", "0.01", low=0),
     "n_bands": FieldSpec("int", "10", low=1),

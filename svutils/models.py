@@ -42,6 +42,10 @@ KIND_LABELS: dict[str, str] = {
 """Human-readable names for charts and tables."""
 
 
+LAYER_STYLES: tuple[str | None, ...] = ("bert", "distilbert", None)
+"""Layer layouts `svutils.evaluate` knows how to run for the [CLS] position alone."""
+
+
 class UnsupportedArchitectureError(TypeError):
     """The model has no adapter, so its weight matrices cannot be located."""
 
@@ -60,17 +64,23 @@ class ArchitectureAdapter:
         layers_path: dotted path from the sequence-classification model to the
             `nn.ModuleList` of transformer layers.
         matrices: kind → dotted path of the `nn.Linear` inside one layer.
+        layer_style: how a layer is built, "bert" (BertLayer and its copies) or
+            "distilbert" (TransformerBlock); `svutils.evaluate` uses it to compute the
+            last layer for the [CLS] position alone. None turns that shortcut off.
     """
 
     name: str
     model_types: tuple[str, ...]
     layers_path: str
     matrices: Mapping[str, str]
+    layer_style: str | None = None
 
     def __post_init__(self) -> None:
         missing = [kind for kind in KINDS if kind not in self.matrices]
         if missing:
             raise ValueError(f"adapter {self.name!r} lacks matrix kinds {missing}; every adapter needs {list(KINDS)}")
+        if self.layer_style not in LAYER_STYLES:
+            raise ValueError(f"adapter {self.name!r} has layer_style {self.layer_style!r}; choose one of {list(LAYER_STYLES)}")
         paths = list(self.matrices.values())
         if len(set(paths)) != len(paths):
             raise ValueError(f"adapter {self.name!r} maps two kinds to the same module: {dict(self.matrices)}")
@@ -86,8 +96,10 @@ _BERT_LAYOUT = {
 }
 
 ADAPTERS: dict[str, ArchitectureAdapter] = {
-    "bert": ArchitectureAdapter("bert", ("bert",), "bert.encoder.layer", _BERT_LAYOUT),
-    "roberta": ArchitectureAdapter("roberta", ("roberta", "xlm-roberta"), "roberta.encoder.layer", _BERT_LAYOUT),
+    "bert": ArchitectureAdapter("bert", ("bert",), "bert.encoder.layer", _BERT_LAYOUT, layer_style="bert"),
+    "roberta": ArchitectureAdapter(
+        "roberta", ("roberta", "xlm-roberta"), "roberta.encoder.layer", _BERT_LAYOUT, layer_style="bert"
+    ),
     "distilbert": ArchitectureAdapter(
         "distilbert",
         ("distilbert",),
@@ -100,6 +112,7 @@ ADAPTERS: dict[str, ArchitectureAdapter] = {
             "ffn_in": "ffn.lin1",
             "ffn_out": "ffn.lin2",
         },
+        layer_style="distilbert",
     ),
 }
 """Supported architectures, keyed by adapter name."""
