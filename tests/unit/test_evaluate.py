@@ -54,7 +54,7 @@ def test_cls_only_matches_plain_forward(model):
             np.testing.assert_allclose(logits[batch["index"].numpy()], expected, rtol=0, atol=1e-5)
 
 
-def test_cls_only_with_replay_is_bit_identical_to_cls_only_full(model):
+def test_cls_only_replay_bit_identical(model):
     batches = padded_eval_set(model.config.vocab_size, seed=2).batches(8)
     evaluator = Evaluator(model, batches)
     evaluator.baseline([1])
@@ -68,7 +68,8 @@ def test_cls_only_restores_last_layer_after_error(model):
     batches = padded_eval_set(model.config.vocab_size).batches(8)
     evaluator = Evaluator(model, batches)
     originals = list(evaluator.layers)
-    batches[1]["input_ids"] = batches[1]["input_ids"][:, :0]  # an empty batch makes the forward fail
+    # A batch with no positions makes the forward pass fail.
+    batches[1]["input_ids"] = batches[1]["input_ids"][:, :0]
     with pytest.raises(Exception):
         evaluator.logits(0)
     assert all(a is b for a, b in zip(evaluator.layers, originals))
@@ -97,7 +98,7 @@ class _MeanPoolHead(nn.Module):
         return self.inner(input_ids=input_ids, attention_mask=attention_mask)
 
 
-def test_cls_only_refused_for_unknown_head():
+def test_cls_only_rejected_for_unknown_head():
     model, _ = load_model("tiny-bert", 2, seed=0)
     wrapped = _MeanPoolHead(model)
     assert supports_cls_only(model)
