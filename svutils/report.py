@@ -82,6 +82,32 @@ def _require_rows(table: pd.DataFrame, name: str) -> None:
         raise ValueError(f"{name} has no rows; run the experiment first or check its filters")
 
 
+def display_path(path: str | Path) -> str:
+    """Return `path` relative to the repository root when it lies inside it, else unchanged.
+
+    Pages of the book name result folders this way, so they do not show the builder's
+    absolute paths.
+    """
+    from svutils.config import REPO_ROOT
+
+    resolved = Path(path).expanduser().resolve()
+    try:
+        return resolved.relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def saved_files_text(folder: str | Path, names: Iterable[str]) -> str:
+    """Return the Markdown sentence that lists a chapter's saved tables and charts."""
+    listed = ", ".join(f"`{name}`" for name in names)
+    return f"Tables and charts of this chapter are in `{display_path(folder)}`: {listed}."
+
+
+def cells_phrase(count: int) -> str:
+    """Return "1 cell" or "N cells"."""
+    return f"{count} cell" if count == 1 else f"{count} cells"
+
+
 def points(value: float, *, signed: bool = True) -> str:
     """Format an accuracy fraction as percentage points, e.g. -0.0213 -> "−2.1"."""
     if value is None or not math.isfinite(float(value)):
@@ -632,12 +658,60 @@ def describe_why(
         lines.append(text)
     n_collapsed = int(pairs["collapsed_remove"].astype(bool).sum() + pairs["collapsed_revert"].astype(bool).sum())
     if n_collapsed:
-        lines.append(f"{n_collapsed} cells collapsed the model to one class and are left out of the accuracy averages.")
+        lines.append(f"{cells_phrase(n_collapsed)} collapsed the model to one class and are left out of the accuracy averages.")
     lines.append(
         f"The loss, readable in all {len(pairs)} cell pairs, changes by {nats(pairs['loss_change_remove'].mean())} nats on "
         f"average under full band removal and by {nats(pairs['loss_change_revert'].mean())} nats when only the band's update is reverted."
     )
     return "\n\n".join(lines)
+
+
+def _correlation_words(r: float, n: int, level: float) -> str:
+    if not math.isfinite(r):
+        return f"undefined (n = {n})"
+    low, high = correlation_interval(r, n, level=level)
+    if not math.isfinite(low):
+        return f"{r:.2f} (n = {n}, too few cells for an interval)".replace("-", "−")
+    side = "excludes zero" if low > 0 or high < 0 else "includes zero"
+    return f"{r:.2f} [{low:.2f}, {high:.2f}], n = {n}, {side}".replace("-", "−")
+
+
+def describe_why_by_task(table: pd.DataFrame, *, level: float = 0.95) -> str:
+    """Describe, per task, the correlation of damage with update share and the revert check.
+
+    `table` is the why grid table (`svutils.experiments.why(...).grid`) with the columns
+    task, mode, update_share, change, ci_high, loss_change, collapsed and
+    accuracy_above_majority. Returns Markdown bullets, one per task. Accuracy statements
+    leave out collapsed cells. A task whose baseline is less than 2 points above its
+    majority rate is marked as near chance.
+    """
+    _require_columns(table, ["task", "mode", "update_share", "change", "ci_high", "loss_change", "collapsed"], "table")
+    lines = []
+    for task, part in table.groupby("task", sort=False):
+        collapsed = part["collapsed"].fillna(False).astype(bool)
+        removed, reverted = part[part["mode"] == "remove"], part[part["mode"] == "revert_update"]
+        usable = removed[~collapsed.loc[removed.index]]
+        usable_revert = reverted[~collapsed.loc[reverted.index]]
+        accuracy_r = correlation_or_nan(usable, "update_share", "change")
+        loss_r = correlation_or_nan(removed, "update_share", "loss_change")
+        text = (
+            f"- **{task}**: accuracy change against update share r = {_correlation_words(*accuracy_r, level)}; "
+            f"loss change r = {_correlation_words(*loss_r, level)}."
+        )
+        if not usable.empty and not usable_revert.empty:
+            text += (
+                f" Mean accuracy change {points(usable['change'].mean())} points for removing a band and "
+                f"{points(usable_revert['change'].mean())} for reverting its update; "
+                f"{int((usable['ci_high'] < 0).sum())} of {len(usable)} removals and "
+                f"{int((usable_revert['ci_high'] < 0).sum())} of {len(usable_revert)} reverts have an interval below zero."
+            )
+        baseline = part[part["mode"] == "baseline"]
+        if "accuracy_above_majority" in part and not baseline.empty:
+            margin = float(baseline["accuracy_above_majority"].mean())
+            if margin < 0.02:
+                text += f" Its baseline is {points(margin)} points above the majority rate, near chance, so its accuracy changes say little."
+        lines.append(text)
+    return "\n".join(lines)
 
 
 def correlation_interval(r: float, n: int, *, level: float = 0.95) -> tuple[float, float]:
@@ -759,7 +833,7 @@ def _headline(summary: pd.DataFrame, level: float) -> list[str]:
 def findings_markdown(output_root: Path, *, level: float = 0.95) -> str:
     """Build the findings summary from the tables saved under `output_root/<notebook>/`."""
     output_root = Path(output_root)
-    parts = ["# Findings", "", f"Generated from the tables in `{output_root}`. Accuracy changes are in percentage points with {level:.0%} intervals; loss changes are in nats.", ""]
+    parts = ["# Findings", "", f"Generated from the tables in `{display_path(output_root)}`. Accuracy changes are in percentage points with {level:.0%} intervals; loss changes are in nats.", ""]
 
     complexity = _read_table(output_root / "task_complexity", "results")
     baseline_source = complexity
@@ -813,6 +887,10 @@ def findings_markdown(output_root: Path, *, level: float = 0.95) -> str:
                     "loss": correlation_or_nan(removed, "update_share", "loss_change"),
                 }
                 parts.append(correlation_text(correlations, level=level))
+                parts.append("")
+                parts.append("Per task:")
+                parts.append(describe_why_by_task(table, level=level))
+                parts.append("")
             summary = summarize_cells(table, ["task", "mode", "kind_label", "layer_label", "band", "n_bands"], level=level)
             pairs = revert_comparison(summary)
             readable = pairs[~pairs["collapsed_remove"].astype(bool) & ~pairs["collapsed_revert"].astype(bool)]
@@ -826,7 +904,7 @@ def findings_markdown(output_root: Path, *, level: float = 0.95) -> str:
                 f"removal, {nats(pairs['loss_change_revert'].mean())} nats for reverting only the band's update."
             )
         if n_collapsed:
-            parts.append(f"\n{n_collapsed} cells of this experiment collapsed the model to one class; their accuracy changes are not read as band importance.")
+            parts.append(f"\n{cells_phrase(n_collapsed)} of this experiment collapsed the model to one class; their accuracy changes are not read as band importance.")
         parts.append("")
     return "\n".join(parts).rstrip() + "\n"
 

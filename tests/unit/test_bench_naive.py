@@ -167,12 +167,21 @@ def test_cell_flops_hand_count():
     assert bench.cell_flops(dims, np.array([1, 2]), start_layer=0) == 280 + 12
 
 
+def test_cell_flops_cls_only_hand_count():
+    dims = bench.ModelDims(n_layers=2, layer_linear_macs=10, attention_width=4, head_linear_macs=3, key_value_macs=4)
+    # Last layer, [CLS] only: L=1 gives 2·1·4 + 2·6 + 4·1·4 = 36, L=2 gives 16 + 12 + 32 = 60.
+    # From start layer 0 the first layer adds 36 + 104 as before.
+    assert bench.cell_flops(dims, np.array([1, 2]), start_layer=1, cls_only=True) == 96 + 12
+    assert bench.cell_flops(dims, np.array([1, 2]), start_layer=0, cls_only=True) == 140 + 96 + 12
+
+
 def test_model_dims_tiny_bert(tiny_model):
     dims = bench.model_dims(tiny_model)
     assert dims.n_layers == 6
     assert dims.layer_linear_macs == 4 * 64 * 64 + 2 * 64 * 128
     assert dims.attention_width == 64
     assert dims.head_linear_macs == 64 * 64 + 64 * 2
+    assert dims.key_value_macs == 2 * 64 * 64
 
 
 def test_evenly_spaced_spans_grid(tiny_model):

@@ -352,7 +352,7 @@ def test_write_findings_reads_saved_tables(tmp_path, grid):
     text = report.write_findings(tmp_path / "results", tmp_path / "findings.md").read_text()
     assert "- **qnli**: 400 evaluation examples" in text
     assert "- qnli: accuracy −3.0 points [−5.0, −1.0], excludes zero; loss +0.030 nats" in text
-    assert "1 cells of this experiment collapsed" in text
+    assert "1 cell of this experiment collapsed" in text
     assert "The matrix_specific notebook has not been run" in text
 
 
@@ -368,3 +368,48 @@ def test_write_findings_accepts_config(tmp_path):
 def test_write_findings_invalid_root_raises(tmp_path):
     with pytest.raises(TypeError, match="output_root"):
         report.write_findings(42, tmp_path / "findings.md")
+
+
+def test_describe_why_by_task_one_line_each():
+    rows = list(why_grid().to_dict("records"))
+    for record in why_grid().to_dict("records"):
+        rows.append({**record, "task": "rte"})
+    rows.append({**baseline_row("rte"), "update_share": float("nan"), "accuracy_above_majority": 0.005})
+    rows.append({**baseline_row("qnli"), "update_share": float("nan"), "accuracy_above_majority": 0.3})
+    text = report.describe_why_by_task(pd.DataFrame(rows))
+    lines = text.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("- **qnli**: accuracy change against update share r = −0.99")
+    assert "n = 3, too few cells for an interval" in lines[0]
+    assert "−3.0 points for removing a band and −1.5 for reverting its update" in lines[0]
+    assert "3 of 3 removals and 2 of 3 reverts have an interval below zero" in lines[0]
+    assert "near chance" not in lines[0]
+    assert lines[1].startswith("- **rte**:")
+    assert "near chance" in lines[1]
+
+
+def test_describe_why_by_task_missing_share_raises(grid):
+    with pytest.raises(KeyError, match="update_share"):
+        report.describe_why_by_task(grid)
+
+
+def test_display_path_inside_repository():
+    from svutils.config import REPO_ROOT
+
+    assert report.display_path(REPO_ROOT / "results" / "quick") == "results/quick"
+
+
+def test_display_path_outside_repository(tmp_path):
+    assert report.display_path(tmp_path) == str(tmp_path)
+
+
+def test_saved_files_text_lists_names():
+    from svutils.config import REPO_ROOT
+
+    text = report.saved_files_text(REPO_ROOT / "results" / "quick" / "why", ["grid.csv", "shares.csv"])
+    assert text == "Tables and charts of this chapter are in `results/quick/why`: `grid.csv`, `shares.csv`."
+
+
+def test_cells_phrase_singular_and_plural():
+    assert report.cells_phrase(1) == "1 cell"
+    assert report.cells_phrase(5) == "5 cells"
