@@ -409,6 +409,7 @@ def band_effect_chart(
     y_title: str | None = None,
     width: int = 220,
     height: int = 160,
+    facet_columns: int = 3,
 ) -> alt.LayerChart | alt.FacetChart:
     """Plot the effect of removing each singular-value band, with intervals and collapses.
 
@@ -419,10 +420,13 @@ def band_effect_chart(
     columns `color`, `column` and `row`. A missing `ci_low`, `ci_high` or `collapsed`
     column skips its layer, but any other named column must exist. The chart draws points
     and a dashed line at 0. Collapsed cells show as hollow crosses with their own legend
-    entry, and tooltips list every plotted column.
+    entry, and tooltips list every plotted column. With `column` alone, the panels wrap
+    after `facet_columns` panels, so five tasks fit the width of a book page.
     """
     function = "band_effect_chart"
     _require_dataframe(df, function)
+    if isinstance(facet_columns, bool) or not isinstance(facet_columns, int) or facet_columns < 1:
+        raise ValueError(f"{function}: facet_columns must be a positive int, got {facet_columns!r}.")
     _require_columns(df, [band, y] + [name for name in (color, column, row) if name is not None], function)
     _require_numeric(df, y, function)
     if not pd.api.types.is_integer_dtype(df[band]) or (df[band] < 0).any():
@@ -485,7 +489,10 @@ def band_effect_chart(
     layers.append(_band_points(x_encoding, y_encoding, tooltip, extra, color, color_order, state_column))
 
     chart: Any = alt.layer(*layers, data=data).properties(width=width, height=height)
-    if column is not None or row is not None:
+    if column is not None and row is None:
+        wrapped = alt.Facet(field=column, type="nominal", sort=_category_order(df[column]))
+        chart = chart.facet(facet=wrapped, columns=facet_columns)
+    elif column is not None or row is not None:
         facets: dict[str, Any] = {}
         if column is not None:
             facets["column"] = alt.Column(field=column, type="nominal", sort=_category_order(df[column]))

@@ -293,7 +293,19 @@ def test_band_chart_facets_by_column_and_row(effects) -> None:
 
 def test_band_chart_keeps_text_order(effects) -> None:
     spec = charts.band_effect_chart(effects, column="task").to_dict()
-    assert spec["facet"]["column"]["sort"] == ["rte", "imdb"]
+    assert spec["facet"]["sort"] == ["rte", "imdb"]
+
+
+def test_band_chart_wraps_column_facets(effects) -> None:
+    spec = charts.band_effect_chart(effects, column="task", facet_columns=2).to_dict()
+    assert spec["facet"]["field"] == "task"
+    assert spec["columns"] == 2
+    assert compiled(charts.band_effect_chart(effects, column="task"))["marks"]
+
+
+def test_band_chart_invalid_facet_columns(effects) -> None:
+    with pytest.raises(ValueError, match="facet_columns"):
+        charts.band_effect_chart(effects, column="task", facet_columns=0)
 
 
 def test_band_chart_sets_titles(effects) -> None:
