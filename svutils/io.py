@@ -32,12 +32,29 @@ def _fsync_directory(path: Path) -> None:
         os.close(fd)
 
 
+def _current_umask() -> int:
+    # os.umask can only be read by setting it, so set it back at once.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def default_permissions(path: str | os.PathLike, *, directory: bool = False) -> None:
+    """Give `path` the mode a plain `open()` or `mkdir()` would, 0o666 or 0o777 minus the umask.
+
+    `tempfile.mkstemp` and `mkdtemp` create owner-only entries (0o600, 0o700), which would
+    make results and caches unreadable for other users after the atomic rename.
+    """
+    os.chmod(path, (0o777 if directory else 0o666) & ~_current_umask())
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write `data` to `path` atomically: readers see the old file or the whole new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        default_permissions(tmp_name)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -102,6 +119,7 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
+        default_permissions(tmp, directory=True)
         yield tmp
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")

@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import difflib
+import json
 import importlib
 import importlib.metadata
 import os
@@ -42,12 +44,17 @@ from svutils.config import (
     load_profile,
     parse_cli_value,
 )
-from svutils.io import atomic_write_text
+from svutils.io import atomic_write_text, default_permissions
 
 DEFAULT_PROFILE = "quick"
 RUN_TIMES_NAME = "run_times.csv"
 RUN_TIMES_COLUMNS = ("notebook", "status", "wall_s", "finished_utc", "profile")
 BUILD_LOG_TAIL = 40
+OVERRIDES_PARAMETER = "overrides"
+"""Notebook parameter (a dict) that carries `-p` fields the notebook does not declare by name."""
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
+"""Silence the kernel's own log: its TCP warning and the KeyboardInterrupt line it prints
+at every normal shutdown read like failures. Cell errors still reach the notebook."""
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -176,8 +183,10 @@ def prepare_run(args: argparse.Namespace) -> RunPlan:
     selected = list(dict.fromkeys(args.only or NOTEBOOKS))
     unknown = [name for name in selected if name not in NOTEBOOKS]
     if unknown:
+        close = difflib.get_close_matches(unknown[0].replace("-", "_"), NOTEBOOKS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise UsageError(
-            f"unknown notebook {unknown[0]!r} in --only; valid notebooks are {', '.join(NOTEBOOKS)}"
+            f"unknown notebook {unknown[0]!r} in --only{hint}; valid notebooks are {', '.join(NOTEBOOKS)}"
         )
     notebooks = [name for name in NOTEBOOKS if name in selected]
     if args.timeout is not None and args.timeout < 1:
@@ -205,6 +214,14 @@ def prepare_run(args: argparse.Namespace) -> RunPlan:
     for notebook in notebooks:
         if not plan.source(notebook).is_file():
             raise UsageError(f"notebook {notebook!r} not found: {plan.source(notebook)} does not exist")
+        declared = notebook_parameters(plan.source(notebook))
+        undeclared = [name for name in overrides if name not in declared]
+        if undeclared and OVERRIDES_PARAMETER not in declared:
+            raise UsageError(
+                f"notebook {notebook} does not take -p {undeclared[0]}: it has no {OVERRIDES_PARAMETER!r} "
+                f"parameter, and its named parameters are {', '.join(sorted(declared))}. Drop -p "
+                f"{undeclared[0]}, or add `{OVERRIDES_PARAMETER} = {{}}` to its parameters cell and pass it to load_profile"
+            )
         try:
             plan.notebook_configs[notebook] = load_profile(args.profile, notebook=notebook, **overrides)
         except ConfigError as error:
@@ -231,6 +248,46 @@ def _kernel_environment(root: Path) -> Iterator[None]:
             os.environ["PYTHONPATH"] = previous
 
 
+def notebook_parameters(path: Path) -> set[str]:
+    """Return the names assigned in the notebook's cell tagged `parameters`.
+
+    Raises UsageError when the notebook has no such cell, because papermill would then
+    insert the values without replacing any defaults.
+    """
+    import ast
+
+    cells = json.loads(Path(path).read_text(encoding="utf-8")).get("cells", [])
+    for cell in cells:
+        if cell.get("cell_type") == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+            source = "".join(cell.get("source", []))
+            names: set[str] = set()
+            for node in ast.parse(source).body:
+                targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+                names.update(target.id for target in targets if isinstance(target, ast.Name))
+            return names
+    raise UsageError(f"{path} has no code cell tagged 'parameters'; tag the cell that sets the notebook's defaults")
+
+
+def notebook_arguments(plan: RunPlan, notebook: str) -> dict[str, Any]:
+    """Return the papermill parameters for one notebook.
+
+    Overrides the notebook declares by name are passed as themselves, and the rest go
+    into its `overrides` dict, which the notebook hands to `load_profile`. So every
+    config field set with `-p` reaches every notebook.
+    """
+    declared = notebook_parameters(plan.source(notebook))
+    parameters: dict[str, Any] = {"profile": plan.profile}
+    rest: dict[str, Any] = {}
+    for name, value in plan.overrides.items():
+        if name in declared:
+            parameters[name] = value
+        else:
+            rest[name] = value
+    if rest:
+        parameters[OVERRIDES_PARAMETER] = rest
+    return parameters
+
+
 def _first_line(text: str) -> str:
     lines = [line for line in str(text).splitlines() if line.strip()]
     return lines[0] if lines else ""
@@ -251,7 +308,8 @@ def execute_notebook(plan: RunPlan, notebook: str) -> NotebookResult:
     handle, temp_name = tempfile.mkstemp(prefix=f".{notebook}.", suffix=".tmp.ipynb", dir=plan.generated_dir)
     os.close(handle)
     temp = Path(temp_name)
-    parameters = {"profile": plan.profile, **plan.overrides}
+    default_permissions(temp)
+    parameters = notebook_arguments(plan, notebook)
     error: str | None = None
     start = time.perf_counter()
     try:
@@ -265,6 +323,7 @@ def execute_notebook(plan: RunPlan, notebook: str) -> NotebookResult:
                 progress_bar=False,
                 log_output=False,
                 execution_timeout=plan.timeout_s,
+                extra_arguments=KERNEL_ARGUMENTS,
             )
     except papermill.PapermillExecutionError as failure:
         error = (
@@ -368,8 +427,11 @@ def _markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *rows])
 
 
-def write_run_info(plan: RunPlan, times: pd.DataFrame) -> Path:
-    """Write `book/_generated/run_info.md`: date, settings, versions, data and wall times."""
+def write_run_info(plan: RunPlan, times: pd.DataFrame, notes: Sequence[str] = ()) -> Path:
+    """Write `book/_generated/run_info.md`: date, settings, versions, data and wall times.
+
+    `notes` describe pages from earlier runs that differ from this one (see `earlier_pages`).
+    """
     # Notebook sections may select other tasks than the profile's defaults, so each task
     # is described with the first config that contains it.
     config_of_task: dict[str, ExperimentConfig] = {}
@@ -403,6 +465,9 @@ def write_run_info(plan: RunPlan, times: pd.DataFrame) -> Path:
         _markdown_table(times) if len(times) else "No notebook has run yet.",
         "",
     ]
+    if notes:
+        lines += ["## Pages from earlier runs", "", "This run did not replace these pages, and they differ from it:", ""]
+        lines += [f"- {note}" for note in notes] + [""]
     path = plan.generated_dir / "run_info.md"
     atomic_write_text(path, "\n".join(lines))
     return path
@@ -436,6 +501,62 @@ def _optional_function(module_name: str, function_name: str):
             raise
         return None
     return getattr(module, function_name, None)
+
+
+def check_data(plan: RunPlan) -> list[str]:
+    """Load the evaluation split of every task the run needs; return one message per failure.
+
+    This runs before the first notebook, so a missing data folder or hub access fails in
+    seconds with one message per task instead of inside every notebook. Synthetic data
+    is generated, so it needs no check. Loading from the hub downloads the split, which
+    the notebooks would need anyway.
+    """
+    from svutils.data import DataError, load_split
+
+    needed: dict[str, ExperimentConfig] = {}
+    for config in plan.notebook_configs.values():
+        for task in config.tasks:
+            needed.setdefault(task, config)
+    problems = []
+    for task, config in needed.items():
+        if config.data_dir == SYNTHETIC:
+            continue
+        task_config = config.for_task(task)
+        try:
+            load_split(task, task_config.eval_split, data_dir=task_config.resolved_data_dir())
+        except DataError as error:
+            problems.append(f"task {task}: {error}")
+    return problems
+
+
+def earlier_pages(plan: RunPlan) -> list[str]:
+    """Describe generated pages this run does not replace that differ from it.
+
+    A page is reported when it was executed with another profile or when its last
+    execution failed, because the book build includes every page in `book/_generated/`.
+    """
+    notes = []
+    for notebook in NOTEBOOKS:
+        if notebook in plan.notebooks:
+            continue
+        page = plan.generated_dir / f"{notebook}.ipynb"
+        if not page.is_file():
+            notes.append(f"{notebook}: no executed page yet; run --only {notebook} to add it")
+            continue
+        try:
+            metadata = json.loads(page.read_text(encoding="utf-8")).get("metadata", {}).get("papermill", {})
+        except (OSError, ValueError) as error:
+            notes.append(f"{notebook}: the page {page} cannot be read ({error}); run --only {notebook} again")
+            continue
+        profile = metadata.get("parameters", {}).get("profile")
+        if metadata.get("exception"):
+            notes.append(f"{notebook}: the page shows a failed execution; run --only {notebook} again")
+        elif profile != plan.profile:
+            notes.append(
+                f"{notebook}: the page comes from profile {profile!r}, not {plan.profile!r}; "
+                f"run --only {notebook} to bring it up to date"
+            )
+    return notes
 
 
 # ---------------------------------------------------------------------------------------
@@ -473,6 +594,12 @@ def run(plan: RunPlan) -> int:
     """Execute the planned notebooks, write the run record, build the book; return the exit status."""
     results: list[NotebookResult] = []
     total = len(plan.notebooks)
+    problems = check_data(plan)
+    if problems:
+        print("error: the task data cannot be loaded, so no notebook was started:", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
     print(f"profile {plan.profile}: {total} notebook(s) -> {plan.generated_dir}", flush=True)
     for position, notebook in enumerate(plan.notebooks, start=1):
         print(f"[{position}/{total}] {notebook} ...", flush=True)
@@ -490,9 +617,12 @@ def run(plan: RunPlan) -> int:
             )
 
     failed = [result.notebook for result in results if result.status != "ok"]
+    notes = earlier_pages(plan)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     times_path = plan.config.resolved_output_dir() / RUN_TIMES_NAME
     times = update_run_times(times_path, plan.profile, results)
-    info_path = write_run_info(plan, times)
+    info_path = write_run_info(plan, times, notes)
     print(f"run record: {info_path} (times in {times_path})")
     try:
         write_findings(plan)

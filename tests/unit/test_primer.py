@@ -274,6 +274,7 @@ NOTEBOOK_PARAMETERS = {
     "n_bands": None,
     "band_convention": None,
     "output_dir": None,
+    "overrides": {},
 }
 
 

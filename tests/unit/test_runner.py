@@ -315,3 +315,105 @@ def test_data_source_describes_hub_and_local(monkeypatch):
     assert runner.describe_data_source(hub, "imdb") == "Hugging Face hub dataset imdb, eval split test"
     assert runner.describe_data_source(local, "qnli") == "local files in /data/tasks/qnli/, eval split validation"
     assert runner.describe_data_source(mnli_validation, "mnli").endswith("eval split validation")
+
+
+# ---------------------------------------------------------------------------------------
+# Overrides for fields a notebook does not name, data checks and pages of earlier runs.
+
+
+@pytest.fixture()
+def root_with_overrides(tmp_path: Path) -> Path:
+    """A root whose notebook declares `overrides = {}` besides the named parameters."""
+    path = tmp_path / "notebooks" / "svd_primer.ipynb"
+    _write_notebook(path, PASSING_CELLS)
+    notebook = nbformat.read(path, as_version=4)
+    notebook.cells[0].source += "\noverrides = {}"
+    nbformat.write(notebook, path)
+    return tmp_path
+
+
+def _plan(root: Path, *extra: str) -> runner.RunPlan:
+    arguments = runner.build_parser().parse_args(_run(root, "--only", "svd_primer", *extra))
+    return runner.prepare_run(arguments)
+
+
+def test_notebook_parameters_reads_tagged_cell(root_with_overrides):
+    names = runner.notebook_parameters(root_with_overrides / "notebooks" / "svd_primer.ipynb")
+    assert names == {*PARAMETER_NAMES, "overrides"}
+
+
+def test_notebook_parameters_requires_tag(tmp_path):
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell("profile = 'quick'")]
+    nbformat.write(notebook, tmp_path / "untagged.ipynb")
+    with pytest.raises(runner.UsageError, match="no code cell tagged 'parameters'"):
+        runner.notebook_parameters(tmp_path / "untagged.ipynb")
+
+
+def test_notebook_arguments_split_named_and_other(root_with_overrides):
+    plan = _plan(root_with_overrides, "-p", "n_bands", "4", "-p", "learning_rate", "0.001", "-p", "warmup_ratio", "0.2")
+    arguments = runner.notebook_arguments(plan, "svd_primer")
+    assert arguments["n_bands"] == 4
+    assert arguments["overrides"] == {"learning_rate": 0.001, "warmup_ratio": 0.2}
+    assert "learning_rate" not in arguments
+
+
+def test_notebook_arguments_without_other_fields(root_with_overrides):
+    arguments = runner.notebook_arguments(_plan(root_with_overrides, "-p", "n_bands", "4"), "svd_primer")
+    assert "overrides" not in arguments
+
+
+def test_main_rejects_field_notebook_ignores(root, capsys):
+    status = runner.main(_run(root, "--only", "svd_primer", "-p", "learning_rate", "0.05"))
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "notebook svd_primer does not take -p learning_rate" in err
+    assert "its named parameters are" in err
+
+
+def test_main_suggests_close_notebook(root, capsys):
+    assert runner.main(_run(root, "--only", "early-ffn")) == 2
+    assert "did you mean 'early_ffn'?" in capsys.readouterr().err
+
+
+def test_check_data_names_missing_task(root_with_overrides, tmp_path):
+    empty = tmp_path / "empty-data"
+    empty.mkdir()
+    plan = _plan(root_with_overrides, "-p", "data_dir", str(empty), "-p", "tasks", "rte")
+    problems = runner.check_data(plan)
+    assert len(problems) == 1
+    assert problems[0].startswith("task rte: ")
+    assert str(empty) in problems[0]
+
+
+def test_check_data_skips_synthetic(root_with_overrides):
+    assert runner.check_data(_plan(root_with_overrides)) == []
+
+
+def test_run_stops_before_notebooks_without_data(root_with_overrides, tmp_path, capsys):
+    empty = tmp_path / "empty-data"
+    empty.mkdir()
+    status = runner.main(_run(root_with_overrides, "--only", "svd_primer", "-p", "data_dir", str(empty), "-p", "tasks", "rte"))
+    err = capsys.readouterr().err
+    assert status == 1
+    assert "no notebook was started" in err
+    assert not (root_with_overrides / "book" / "_generated" / "svd_primer.ipynb").exists()
+
+
+def _write_page(folder: Path, name: str, profile: str, exception: bool = False) -> None:
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata["papermill"] = {"parameters": {"profile": profile}, "exception": exception}
+    folder.mkdir(parents=True, exist_ok=True)
+    nbformat.write(notebook, folder / f"{name}.ipynb")
+
+
+def test_earlier_pages_flags_other_profile_and_failure(root_with_overrides):
+    plan = _plan(root_with_overrides)
+    _write_page(plan.generated_dir, "task_complexity", "quick")
+    _write_page(plan.generated_dir, "training_duration", "smoke", exception=True)
+    _write_page(plan.generated_dir, "matrix_specific", "smoke")
+    notes = runner.earlier_pages(plan)
+    assert any(note.startswith("task_complexity: the page comes from profile 'quick', not 'smoke'") for note in notes)
+    assert any(note.startswith("training_duration: the page shows a failed execution") for note in notes)
+    assert not any(note.startswith("matrix_specific") for note in notes)
+    assert any(note.startswith("why: no executed page yet") for note in notes)

@@ -1,6 +1,7 @@
 """Loading never executes remote code or unpickles weights."""
 
 import ast
+import os
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,17 @@ def test_package_never_unpickles_or_trusts_remote_code():
             for keyword in call.keywords:
                 if keyword.arg == "trust_remote_code":
                     assert isinstance(keyword.value, ast.Constant) and keyword.value.value is False, f"{path}: {ast.unparse(call)}"
+
+
+def test_atomic_writes_use_default_permissions(tmp_path):
+    from svutils.io import atomic_directory, atomic_write_text
+
+    mask = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "result.json", "{}")
+        with atomic_directory(tmp_path / "checkpoint") as folder:
+            (folder / "weights.bin").write_bytes(b"0")
+    finally:
+        os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "checkpoint").stat().st_mode & 0o777 == 0o755
