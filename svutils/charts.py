@@ -377,8 +377,11 @@ def _band_points(
     # Unfilled points draw `color` as their outline, and the fill repeats it. Collapsed
     # cells get a transparent fill, so they show as hollow crosses.
     encoding: dict[str, Any] = dict(x=x_encoding, y=y_encoding, tooltip=tooltip, **extra)
+    # Legends go below the panels, so three wrapped panels fit the width of a book page.
     if color is not None:
-        encoding["fill"] = alt.Fill(field=color, type="nominal", sort=color_order)
+        encoding["fill"] = alt.Fill(
+            field=color, type="nominal", sort=color_order, legend=alt.Legend(orient="bottom", direction="horizontal")
+        )
     else:
         encoding["fill"] = alt.value(_DEFAULT_MARK_COLOR)
     if state is not None:
@@ -386,7 +389,7 @@ def _band_points(
             field=state,
             type="nominal",
             scale=alt.Scale(domain=["not collapsed", "collapsed"], range=["circle", "cross"]),
-            legend=alt.Legend(title="Model state"),
+            legend=alt.Legend(title="Model state", orient="bottom", direction="horizontal"),
         )
         is_collapsed = alt.datum[state] == "collapsed"
         encoding["fillOpacity"] = alt.when(is_collapsed).then(alt.value(0)).otherwise(alt.value(1))

@@ -904,7 +904,8 @@ def findings_markdown(output_root: Path, *, level: float = 0.95) -> str:
                 f"removal, {nats(pairs['loss_change_revert'].mean())} nats for reverting only the band's update."
             )
         if n_collapsed:
-            parts.append(f"\n{cells_phrase(n_collapsed)} of this experiment collapsed the model to one class; their accuracy changes are not read as band importance.")
+            reading = "its accuracy change is" if n_collapsed == 1 else "their accuracy changes are"
+            parts.append(f"\n{cells_phrase(n_collapsed)} of this experiment collapsed the model to one class; {reading} not read as band importance.")
         parts.append("")
     return "\n".join(parts).rstrip() + "\n"
 

@@ -352,7 +352,7 @@ def test_write_findings_reads_saved_tables(tmp_path, grid):
     text = report.write_findings(tmp_path / "results", tmp_path / "findings.md").read_text()
     assert "- **qnli**: 400 evaluation examples" in text
     assert "- qnli: accuracy −3.0 points [−5.0, −1.0], excludes zero; loss +0.030 nats" in text
-    assert "1 cell of this experiment collapsed" in text
+    assert "1 cell of this experiment collapsed the model to one class; its accuracy change is not" in text
     assert "The matrix_specific notebook has not been run" in text
 
 
