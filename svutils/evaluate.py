@@ -53,16 +53,20 @@ def _query_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
     return mask
 
 
-class _ClsOnlyBertLayer(nn.Module):
+class _ClsOnlyLayer(nn.Module):
+    """Wrapper that runs a transformer layer for position 0 only; subclasses define forward."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+
+class _ClsOnlyBertLayer(_ClsOnlyLayer):
     """A BertLayer (also RoBERTa's) computed for position 0 only; returns ([B, 1, H],).
 
     The [CLS] query attends to keys and values of all positions through the layer's own
     cross-attention path, so the attention modules and their weights are the layer's own.
     """
-
-    def __init__(self, layer: nn.Module) -> None:
-        super().__init__()
-        self.layer = layer
 
     def forward(self, hidden_states, attention_mask=None, *args, **kwargs):
         layer = self.layer
@@ -72,12 +76,8 @@ class _ClsOnlyBertLayer(nn.Module):
         return (layer.output(layer.intermediate(attended), attended),)
 
 
-class _ClsOnlyDistilBertLayer(nn.Module):
+class _ClsOnlyDistilBertLayer(_ClsOnlyLayer):
     """A DistilBERT TransformerBlock computed for position 0 only; returns ([B, 1, H],)."""
-
-    def __init__(self, layer: nn.Module) -> None:
-        super().__init__()
-        self.layer = layer
 
     def forward(self, x, attn_mask=None, *args, **kwargs):
         layer = self.layer
