@@ -327,6 +327,23 @@ def precision_text(baselines: pd.DataFrame, *, level: float = 0.95) -> str:
     return "\n".join(lines)
 
 
+def near_chance_tasks(baselines: pd.DataFrame) -> list[str]:
+    """Return the tasks whose unablated model is collapsed or within its own interval of chance.
+
+    Uses the same rule as `precision_text`: accuracy above the majority rate no larger than
+    the accuracy's half-width, at the last epoch and averaged over seeds.
+    """
+    _require_columns(baselines, ["task", "accuracy_above_majority", "accuracy_halfwidth"], "baselines")
+    tasks = []
+    for task, part in baselines.groupby("task", sort=False):
+        if "epoch" in part and part["epoch"].nunique() > 1:
+            part = part[part["epoch"] == part["epoch"].max()]
+        collapsed = "collapsed" in part and part["collapsed"].astype(bool).any()
+        if collapsed or float(part["accuracy_above_majority"].mean()) <= float(part["accuracy_halfwidth"].mean()):
+            tasks.append(str(task))
+    return tasks
+
+
 # ---------------------------------------------------------------------------------------
 # Sentences about single effects.
 
@@ -404,17 +421,20 @@ def _collapse_note(part: pd.DataFrame, what: str) -> str:
 # Findings per notebook.
 
 
-def describe_band_effects(summary: pd.DataFrame, *, level: float = 0.95) -> str:
+def describe_band_effects(summary: pd.DataFrame, *, level: float = 0.95, near_chance: Iterable[str] = ()) -> str:
     """Write the task-complexity findings: per task, the smallest band's effect, the band
     with the largest drop, and the random control of the smallest band where present.
 
     `summary` is `summarize_cells(table, ["task", "mode", "band", "n_bands"])`.
+    `near_chance` names tasks whose baseline is near chance (see `near_chance_tasks`).
+    Their effects are still described, but marked and left out of the closing tally.
     """
+    near_chance = {str(task) for task in near_chance}
     _require_columns(summary, ["task", "mode", "band", *EFFECT_COLUMNS, "collapsed"], "summary")
     _require_rows(summary, "summary")
     bottom = _bottom_band(summary)
     lines: list[str] = []
-    by_verdict: dict[str, list[str]] = {"excludes zero": [], "includes zero": [], "collapsed": []}
+    by_verdict: dict[str, list[str]] = {"excludes zero": [], "includes zero": [], "collapsed": [], "near chance": []}
     for task, part in summary.groupby("task", sort=False):
         removed = part[part["mode"] == "remove"]
         row = _row_dict(removed[removed["band"] == bottom])
@@ -422,7 +442,10 @@ def describe_band_effects(summary: pd.DataFrame, *, level: float = 0.95) -> str:
             continue
         text = f"- **{task}**: removing {band_name(bottom, bottom + 1)} from all matrices: {describe_effect(row, level=level)}."
         kind = verdict(row["change"], row["ci_low"], row["ci_high"], row["collapsed"])
-        if kind in ("decrease", "increase"):
+        if str(task) in near_chance:
+            by_verdict["near chance"].append(str(task))
+            text += " Its baseline is near chance, so this says little about the bands."
+        elif kind in ("decrease", "increase"):
             by_verdict["excludes zero"].append(str(task))
         elif kind == "collapsed":
             by_verdict["collapsed"].append(str(task))
@@ -445,6 +468,8 @@ def describe_band_effects(summary: pd.DataFrame, *, level: float = 0.95) -> str:
         )
         if by_verdict["collapsed"]:
             text += " The model collapsed to one class for " + ", ".join(by_verdict["collapsed"]) + ", so those tasks are not read."
+        if by_verdict["near chance"]:
+            text += " The baseline is near chance for " + ", ".join(by_verdict["near chance"]) + ", so those tasks are not read."
         lines.append(text)
     return "\n".join(lines)
 
@@ -680,12 +705,13 @@ def describe_why_by_task(table: pd.DataFrame, *, level: float = 0.95) -> str:
     """Describe, per task, the correlation of damage with update share and the revert check.
 
     `table` is the why grid table (`svutils.experiments.why(...).grid`) with the columns
-    task, mode, update_share, change, ci_high, loss_change, collapsed and
-    accuracy_above_majority. Returns Markdown bullets, one per task. Accuracy statements
-    leave out collapsed cells. A task whose baseline is less than 2 points above its
-    majority rate is marked as near chance.
+    task, mode, update_share, change, ci_high, loss_change and collapsed, plus its baseline
+    rows. Returns Markdown bullets, one per task. Accuracy statements leave out collapsed
+    cells, and a task whose baseline is near chance (`near_chance_tasks`) is marked.
     """
     _require_columns(table, ["task", "mode", "update_share", "change", "ci_high", "loss_change", "collapsed"], "table")
+    has_baselines = (table["mode"] == "baseline").any() and {"accuracy", "loss", "majority_rate", "n_eval"} <= set(table.columns)
+    near_chance = set(near_chance_tasks(baseline_table(table))) if has_baselines else set()
     lines = []
     for task, part in table.groupby("task", sort=False):
         collapsed = part["collapsed"].fillna(False).astype(bool)
@@ -705,11 +731,10 @@ def describe_why_by_task(table: pd.DataFrame, *, level: float = 0.95) -> str:
                 f"{int((usable['ci_high'] < 0).sum())} of {len(usable)} removals and "
                 f"{int((usable_revert['ci_high'] < 0).sum())} of {len(usable_revert)} reverts have an interval below zero."
             )
-        baseline = part[part["mode"] == "baseline"]
-        if "accuracy_above_majority" in part and not baseline.empty:
-            margin = float(baseline["accuracy_above_majority"].mean())
-            if margin < 0.02:
-                text += f" Its baseline is {points(margin)} points above the majority rate, near chance, so its accuracy changes say little."
+        if str(task) in near_chance:
+            baseline = part[part["mode"] == "baseline"]
+            margin = float((baseline["accuracy"] - baseline["majority_rate"]).mean())
+            text += f" Its baseline is {points(margin)} points above the majority rate, near chance, so its accuracy changes say little."
         lines.append(text)
     return "\n".join(lines)
 
@@ -824,10 +849,15 @@ def _read_table(folder: Path, name: str) -> pd.DataFrame | None:
     return pd.read_csv(path) if path.is_file() else None
 
 
-def _headline(summary: pd.DataFrame, level: float) -> list[str]:
+def _headline(summary: pd.DataFrame, level: float, near_chance: Iterable[str] = ()) -> list[str]:
     bottom = _bottom_band(summary)
     rows = summary[(summary["band"] == bottom)]
-    return [f"- {row['task']}: {describe_effect(row, level=level, compact=True)}." for _, row in rows.iterrows()]
+    near_chance = set(near_chance)
+    lines = []
+    for _, row in rows.iterrows():
+        mark = " The baseline is near chance, so this is not read." if str(row["task"]) in near_chance else ""
+        lines.append(f"- {row['task']}: {describe_effect(row, level=level, compact=True)}.{mark}")
+    return lines
 
 
 def findings_markdown(output_root: Path, *, level: float = 0.95) -> str:
@@ -843,11 +873,13 @@ def findings_markdown(output_root: Path, *, level: float = 0.95) -> str:
             if baseline_source is not None:
                 break
     parts.append("## Baselines")
+    near_chance: list[str] = []
     if baseline_source is None:
         parts.append("No experiment table has been saved yet, so there are no baselines.")
     else:
         baselines = baseline_table(baseline_source, level=level)
         parts.append(precision_text(baselines, level=level))
+        near_chance = near_chance_tasks(baselines)
     parts.append("")
 
     for notebook, title in EXPERIMENT_TITLES.items():
@@ -862,7 +894,7 @@ def findings_markdown(output_root: Path, *, level: float = 0.95) -> str:
         if notebook == "task_complexity":
             summary = summarize_cells(table[table["mode"] == "remove"], ["task", "band", "n_bands"], level=level)
             parts.append("Smallest band removed from all matrices of all layers:")
-            parts.extend(_headline(summary, level))
+            parts.extend(_headline(summary, level, near_chance))
         elif notebook == "training_duration":
             summary = summarize_cells(table, ["task", "mode", "epoch", "band", "n_bands"], level=level)
             parts.append(describe_training_duration(summary, level=level, compact=True))

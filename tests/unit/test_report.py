@@ -207,6 +207,23 @@ def test_describe_band_effects_splits_tasks(grid):
     assert "Removing band(s) 0 of all matrices made the model collapse" in text
 
 
+def test_describe_band_effects_marks_near_chance(grid):
+    summary = report.summarize_cells(grid, ["task", "mode", "band", "n_bands"])
+    text = report.describe_band_effects(summary, near_chance=["rte"])
+    rte_line = next(line for line in text.splitlines() if line.startswith("- **rte**"))
+    assert "Its baseline is near chance" in rte_line
+    assert "includes zero for no task" in text
+    assert "The baseline is near chance for rte, so those tasks are not read." in text
+
+
+def test_near_chance_tasks_uses_halfwidth(grid):
+    rows = [row for row in grid.to_dict("records") if row["mode"] != "baseline"]
+    rows.append(baseline_row("qnli", accuracy=0.8))
+    rows.append(baseline_row("rte", accuracy=0.52))
+    baselines = report.baseline_table(pd.DataFrame(rows))
+    assert report.near_chance_tasks(baselines) == ["rte"]
+
+
 def test_describe_training_duration_overlap_not_resolved():
     rows = [
         grid_row(band=3, change=-0.04, low=-0.06, high=-0.02, epoch=1),
@@ -374,8 +391,8 @@ def test_describe_why_by_task_one_line_each():
     rows = list(why_grid().to_dict("records"))
     for record in why_grid().to_dict("records"):
         rows.append({**record, "task": "rte"})
-    rows.append({**baseline_row("rte"), "update_share": float("nan"), "accuracy_above_majority": 0.005})
-    rows.append({**baseline_row("qnli"), "update_share": float("nan"), "accuracy_above_majority": 0.3})
+    rows.append({**baseline_row("rte", accuracy=0.505), "update_share": float("nan")})
+    rows.append({**baseline_row("qnli", accuracy=0.8), "update_share": float("nan")})
     text = report.describe_why_by_task(pd.DataFrame(rows))
     lines = text.splitlines()
     assert len(lines) == 2
@@ -413,3 +430,16 @@ def test_saved_files_text_lists_names():
 def test_cells_phrase_singular_and_plural():
     assert report.cells_phrase(1) == "1 cell"
     assert report.cells_phrase(5) == "5 cells"
+
+
+def test_write_findings_marks_near_chance_task(tmp_path, grid):
+    table = grid.copy()
+    table.loc[(table["task"] == "rte") & (table["mode"] == "baseline"), "accuracy"] = 0.52
+    folder = tmp_path / "results" / "task_complexity"
+    folder.mkdir(parents=True)
+    table.to_csv(folder / "results.csv", index=False)
+    text = report.write_findings(tmp_path / "results", tmp_path / "findings.md").read_text()
+    rte_line = next(line for line in text.splitlines() if line.startswith("- rte:"))
+    assert rte_line.endswith("The baseline is near chance, so this is not read.")
+    qnli_line = next(line for line in text.splitlines() if line.startswith("- qnli:"))
+    assert "near chance" not in qnli_line
