@@ -43,7 +43,7 @@ KIND_LABELS: dict[str, str] = {
 
 
 LAYER_STYLES: tuple[str | None, ...] = ("bert", "distilbert", None)
-"""Layer layouts `svutils.evaluate` knows how to run for the [CLS] position alone."""
+"""Layer layouts that `svutils.evaluate` can run for the [CLS] position alone."""
 
 
 class UnsupportedArchitectureError(TypeError):

@@ -294,11 +294,8 @@ def precision_text(baselines: pd.DataFrame, *, level: float = 0.95) -> str:
     _require_rows(baselines, "baselines")
     lines = []
     for task, part in baselines.groupby("task", sort=False):
-        when = ""
-        if "epoch" in part and part["epoch"].nunique() > 1:
-            last = part["epoch"].max()
-            part = part[part["epoch"] == last]
-            when = f" at epoch {int(last)}"
+        part, last = _last_epoch(part)
+        when = f" at epoch {last}" if last is not None else ""
         n_eval = int(part["n_eval"].iloc[0])
         accuracy = float(part["accuracy"].mean())
         majority = float(part["majority_rate"].mean())
@@ -310,12 +307,13 @@ def precision_text(baselines: pd.DataFrame, *, level: float = 0.95) -> str:
             f"{accuracy:.1%} accuracy{seeds} against a majority-class rate of {majority:.1%}, "
             f"{points(above)} points above it."
         )
-        if "collapsed" in part and part["collapsed"].astype(bool).any():
+        status = _baseline_status(part)
+        if status == "collapsed":
             sentence += (
                 " The unablated model already predicts one class, so every cell of this task is collapsed "
                 "and its accuracy changes say nothing about the bands; only the loss changes are informative."
             )
-        elif above <= halfwidth:
+        elif status == "near chance":
             sentence += " That margin is within the accuracy's own interval, so the model is near chance and its band effects say little."
         sentence += f" At this n the {level:.0%} half-width of an accuracy is {points(halfwidth, signed=False)} points"
         if "median_change_halfwidth" in part and part["median_change_halfwidth"].notna().any():
@@ -334,14 +332,29 @@ def near_chance_tasks(baselines: pd.DataFrame) -> list[str]:
     the accuracy's half-width, at the last epoch and averaged over seeds.
     """
     _require_columns(baselines, ["task", "accuracy_above_majority", "accuracy_halfwidth"], "baselines")
-    tasks = []
-    for task, part in baselines.groupby("task", sort=False):
-        if "epoch" in part and part["epoch"].nunique() > 1:
-            part = part[part["epoch"] == part["epoch"].max()]
-        collapsed = "collapsed" in part and part["collapsed"].astype(bool).any()
-        if collapsed or float(part["accuracy_above_majority"].mean()) <= float(part["accuracy_halfwidth"].mean()):
-            tasks.append(str(task))
-    return tasks
+    return [
+        str(task)
+        for task, part in baselines.groupby("task", sort=False)
+        if _baseline_status(_last_epoch(part)[0]) is not None
+    ]
+
+
+def _last_epoch(part: pd.DataFrame) -> tuple[pd.DataFrame, int | None]:
+    """Keep the rows of the last epoch when `part` has several; return them and that epoch (or None)."""
+    if "epoch" in part and part["epoch"].nunique() > 1:
+        last = int(part["epoch"].max())
+        return part[part["epoch"] == last], last
+    return part, None
+
+
+def _baseline_status(part: pd.DataFrame) -> str | None:
+    """Return "collapsed", "near chance" (seed-mean margin over the majority rate within the
+    accuracy's half-width) or None for the baseline rows of one task and epoch."""
+    if "collapsed" in part and part["collapsed"].astype(bool).any():
+        return "collapsed"
+    if float(part["accuracy_above_majority"].mean()) <= float(part["accuracy_halfwidth"].mean()):
+        return "near chance"
+    return None
 
 
 # ---------------------------------------------------------------------------------------

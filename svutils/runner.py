@@ -13,12 +13,13 @@ failed, and 2 for invalid arguments.
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import datetime as dt
 import difflib
-import json
 import importlib
 import importlib.metadata
+import json
 import os
 import platform
 import re
@@ -29,7 +30,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import pandas as pd
 
@@ -76,6 +77,8 @@ class RunPlan:
         timeout_s: maximum seconds per cell, or None for no limit.
         notebook_configs: each notebook's config (its profile section and the overrides
             applied), filled by `prepare_run` to catch errors before execution.
+        notebook_parameter_names: names each notebook's parameters cell assigns, read once
+            by `prepare_run`.
     """
 
     profile: str
@@ -86,6 +89,7 @@ class RunPlan:
     build: bool = True
     timeout_s: int | None = None
     notebook_configs: dict[str, ExperimentConfig] = field(default_factory=dict)
+    notebook_parameter_names: dict[str, set[str]] = field(default_factory=dict)
 
     @property
     def generated_dir(self) -> Path:
@@ -215,6 +219,7 @@ def prepare_run(args: argparse.Namespace) -> RunPlan:
         if not plan.source(notebook).is_file():
             raise UsageError(f"notebook {notebook!r} not found: {plan.source(notebook)} does not exist")
         declared = notebook_parameters(plan.source(notebook))
+        plan.notebook_parameter_names[notebook] = declared
         undeclared = [name for name in overrides if name not in declared]
         if undeclared and OVERRIDES_PARAMETER not in declared:
             raise UsageError(
@@ -254,8 +259,6 @@ def notebook_parameters(path: Path) -> set[str]:
     Raises UsageError when the notebook has no such cell, because papermill would then
     insert the values without replacing any defaults.
     """
-    import ast
-
     cells = json.loads(Path(path).read_text(encoding="utf-8")).get("cells", [])
     for cell in cells:
         if cell.get("cell_type") == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
@@ -275,7 +278,9 @@ def notebook_arguments(plan: RunPlan, notebook: str) -> dict[str, Any]:
     into its `overrides` dict, which the notebook hands to `load_profile`. So every
     config field set with `-p` reaches every notebook.
     """
-    declared = notebook_parameters(plan.source(notebook))
+    declared = plan.notebook_parameter_names.get(notebook)
+    if declared is None:
+        declared = notebook_parameters(plan.source(notebook))
     parameters: dict[str, Any] = {"profile": plan.profile}
     rest: dict[str, Any] = {}
     for name, value in plan.overrides.items():
@@ -427,17 +432,25 @@ def _markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *rows])
 
 
+def _first_config_per_task(configs: Iterable[ExperimentConfig]) -> dict[str, ExperimentConfig]:
+    """Map each task to the first config that lists it.
+
+    Notebook sections may select other tasks than the profile's defaults, so a task is
+    described and checked with the first config that contains it.
+    """
+    config_of_task: dict[str, ExperimentConfig] = {}
+    for config in configs:
+        for task in config.tasks:
+            config_of_task.setdefault(task, config)
+    return config_of_task
+
+
 def write_run_info(plan: RunPlan, times: pd.DataFrame, notes: Sequence[str] = ()) -> Path:
     """Write `book/_generated/run_info.md`: date, settings, versions, data and wall times.
 
     `notes` describe pages from earlier runs that differ from this one (see `earlier_pages`).
     """
-    # Notebook sections may select other tasks than the profile's defaults, so each task
-    # is described with the first config that contains it.
-    config_of_task: dict[str, ExperimentConfig] = {}
-    for config in [plan.config, *plan.notebook_configs.values()]:
-        for task in config.tasks:
-            config_of_task.setdefault(task, config)
+    config_of_task = _first_config_per_task([plan.config, *plan.notebook_configs.values()])
     data_rows = pd.DataFrame(
         [{"task": task, "source": describe_data_source(config, task)} for task, config in config_of_task.items()]
     )
@@ -513,12 +526,8 @@ def check_data(plan: RunPlan) -> list[str]:
     """
     from svutils.data import DataError, load_split
 
-    needed: dict[str, ExperimentConfig] = {}
-    for config in plan.notebook_configs.values():
-        for task in config.tasks:
-            needed.setdefault(task, config)
     problems = []
-    for task, config in needed.items():
+    for task, config in _first_config_per_task(plan.notebook_configs.values()).items():
         if config.data_dir == SYNTHETIC:
             continue
         task_config = config.for_task(task)
