@@ -53,6 +53,10 @@ RUN_TIMES_COLUMNS = ("notebook", "status", "wall_s", "finished_utc", "profile")
 BUILD_LOG_TAIL = 40
 OVERRIDES_PARAMETER = "overrides"
 """Notebook parameter (a dict) that carries `-p` fields the notebook does not declare by name."""
+PATH_VARIABLES = ("SVUTILS_DATA_DIR", "SVUTILS_CACHE_DIR")
+"""Environment variables that name folders, made absolute for kernels (see `_kernel_environment`)."""
+PATH_FIELDS = ("data_dir", "cache_dir", "output_dir")
+"""Config fields that name folders; relative `-p` values are made absolute in `prepare_run`."""
 KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
 """Silence the kernel's own log: its TCP warning and the KeyboardInterrupt line it prints
 at every normal shutdown read like failures. Cell errors still reach the notebook."""
@@ -200,7 +204,11 @@ def prepare_run(args: argparse.Namespace) -> RunPlan:
     for name, text in args.parameters:
         if name in overrides:
             raise UsageError(f"-p {name} is given twice; give each field once")
-        overrides[name] = parse_cli_value(name, text)
+        value = parse_cli_value(name, text)
+        # Kernels run in book/_generated, so a relative folder is resolved against the runner's folder.
+        if name in PATH_FIELDS and isinstance(value, str) and value != SYNTHETIC:
+            value = absolute_path(value)
+        overrides[name] = value
 
     root = (args.root or _default_root()).expanduser().resolve()
     if not root.is_dir():
@@ -240,17 +248,31 @@ def prepare_run(args: argparse.Namespace) -> RunPlan:
 
 @contextlib.contextmanager
 def _kernel_environment(root: Path) -> Iterator[None]:
-    """Put `root` first on PYTHONPATH while kernels start, so they import svutils from it."""
-    previous = os.environ.get("PYTHONPATH")
-    parts = [str(root)] + ([previous] if previous else [])
-    os.environ["PYTHONPATH"] = os.pathsep.join(parts)
+    """Set the environment kernels start with, and restore it afterwards.
+
+    `root` goes first on PYTHONPATH, so kernels import svutils from it. Kernels run in
+    `book/_generated`, so relative `$SVUTILS_DATA_DIR` and `$SVUTILS_CACHE_DIR` values
+    are made absolute against the runner's working folder, where the user meant them.
+    """
+    previous = {name: os.environ.get(name) for name in ("PYTHONPATH", *PATH_VARIABLES)}
+    pythonpath = previous["PYTHONPATH"]
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(root)] + ([pythonpath] if pythonpath else []))
+    for name in PATH_VARIABLES:
+        if previous[name]:
+            os.environ[name] = absolute_path(previous[name])
     try:
         yield
     finally:
-        if previous is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = previous
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def absolute_path(value: str) -> str:
+    """Return `value` with ~ expanded and made absolute against the current working folder."""
+    return str(Path(value).expanduser().absolute())
 
 
 def notebook_parameters(path: Path) -> set[str]:

@@ -417,3 +417,26 @@ def test_earlier_pages_flags_other_profile_and_failure(root_with_overrides):
     assert any(note.startswith("training_duration: the page shows a failed execution") for note in notes)
     assert not any(note.startswith("matrix_specific") for note in notes)
     assert any(note.startswith("why: no executed page yet") for note in notes)
+
+
+def test_prepare_run_makes_path_fields_absolute(root_with_overrides, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    plan = _plan(root_with_overrides, "-p", "data_dir", "data", "-p", "cache_dir", "cache")
+    assert plan.overrides["data_dir"] == str(tmp_path / "data")
+    assert plan.overrides["cache_dir"] == str(tmp_path / "cache")
+
+
+def test_prepare_run_keeps_synthetic_data_dir(root_with_overrides):
+    assert _plan(root_with_overrides, "-p", "data_dir", "synthetic").overrides["data_dir"] == "synthetic"
+
+
+def test_kernel_environment_absolute_data_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SVUTILS_DATA_DIR", "data")
+    monkeypatch.delenv("SVUTILS_CACHE_DIR", raising=False)
+    with runner._kernel_environment(tmp_path / "root"):
+        assert os.environ["SVUTILS_DATA_DIR"] == str(tmp_path / "data")
+        assert "SVUTILS_CACHE_DIR" not in os.environ
+        assert os.environ["PYTHONPATH"].split(os.pathsep)[0] == str(tmp_path / "root")
+    assert os.environ["SVUTILS_DATA_DIR"] == "data"
